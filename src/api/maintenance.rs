@@ -1,0 +1,114 @@
+//! The Maintenance service: status and alarms. Defragment, hashes, snapshots, leader transfer
+//! and downgrade arrive with the operations and cluster issues; until then they answer gRPC's
+//! Unimplemented with a message naming what is missing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
+};
+use crate::server::{EtcdServer, ETCD_VERSION};
+
+/// `etcdserverpb.Maintenance` over an [`EtcdServer`].
+pub struct MaintenanceService {
+    server: Arc<EtcdServer>,
+}
+
+impl MaintenanceService {
+    /// The service for `server`.
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        Self { server }
+    }
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("ferrocd does not support Maintenance.{what} yet"))
+}
+
+/// etcd's text for an alarm in StatusResponse.errors.
+pub fn alarm_text(member_id: u64, alarm: i32) -> String {
+    let name = AlarmType::try_from(alarm)
+        .map(|a| a.as_str_name())
+        .unwrap_or("UNKNOWN");
+    format!("memberID:{member_id} alarm:{name} ")
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(self.server.alarm(req.into_inner()).await?))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let s = &self.server;
+        let db_size = s.db_size();
+        let errors = s
+            .alarms()
+            .iter()
+            .map(|a| alarm_text(a.member_id, a.alarm))
+            .collect();
+        Ok(Response::new(StatusResponse {
+            header: Some(s.header(s.current_revision())),
+            version: ETCD_VERSION.to_string(),
+            db_size,
+            leader: s.leader(),
+            raft_index: s.commit_index(),
+            raft_term: s.term(),
+            raft_applied_index: s.applied_index(),
+            errors,
+            db_size_in_use: db_size,
+            is_learner: false,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(not_yet("Defragment"))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(not_yet("Hash"))
+    }
+
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(not_yet("HashKV"))
+    }
+
+    type SnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(not_yet("MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(not_yet("Downgrade"))
+    }
+}

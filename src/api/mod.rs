@@ -1,0 +1,73 @@
+//! The client-facing API: one thin adapter per etcd gRPC service, plus plain HTTP endpoints, all
+//! served on each `--listen-client-urls` address (gRPC over h2c and HTTP/1.1 on the same port).
+
+pub mod cluster;
+pub mod http;
+pub mod kv;
+pub mod kv_check;
+pub mod maintenance;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::server::EtcdServer;
+
+/// gRPC's receive limit over `--max-request-bytes`, as etcd allows for message framing.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Binds every client URL (so a port in use fails start-up before anything is served).
+pub async fn bind_client_listeners(cfg: &Config) -> Result<Vec<TcpListener>, ServerError> {
+    let mut out = Vec::new();
+    for u in &cfg.listen_client_urls {
+        let addr = crate::config::bind_addr(u).map_err(|e| ServerError::State(e.to_string()))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                url: u.to_string(),
+                source,
+            })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serves gRPC and HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<EtcdServer>,
+    cfg: &Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService::new(server.clone(), cfg.max_txn_ops))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
+        .max_decoding_message_size(max_recv);
+    let routes = Routes::from(http::router(server.clone()))
+        .add_service(kv)
+        .add_service(maintenance)
+        .add_service(cluster);
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, "serving client requests (gRPC and HTTP)");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(cfg.grpc_keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.grpc_keepalive_timeout))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| ServerError::State(format!("client server failed: {e}")))
+}

@@ -1,0 +1,368 @@
+//! The applier: the one writer of state. Committed raft entries are applied here, in log order,
+//! on a dedicated thread (sled writes block), and each result is handed to the waiting client.
+//!
+//! Every state change is one atomic backend batch that also records the entry's raft index
+//! (`consistent_index`), so a restart replays exactly the entries the backend has not seen.
+
+pub mod alarm;
+pub mod kv;
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft::prelude::{Entry, EntryType};
+use tokio::sync::{oneshot, watch};
+
+use crate::backend::{Backend, WriteBatch};
+use crate::error::EtcdError;
+use crate::metrics::METRICS;
+use crate::mvcc::{Compaction, Store};
+use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest,
+    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+};
+use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest};
+use crate::raft::{ApplyTask, NodeMsg};
+use crate::wait::Wait;
+use alarm::Alarms;
+
+/// The answer to one applied request.
+pub enum ApplyResponse {
+    /// A Put.
+    Put(PutResponse),
+    /// A DeleteRange.
+    DeleteRange(DeleteRangeResponse),
+    /// A Txn that writes.
+    Txn(TxnResponse),
+    /// A Compact; the receiver fires when the physical compaction has finished.
+    Compact(CompactionResponse, oneshot::Receiver<()>),
+    /// An Alarm request.
+    Alarm(AlarmResponse),
+}
+
+/// What a waiting client receives.
+pub type ApplyResult = Result<ApplyResponse, EtcdError>;
+
+/// A compaction to run off the applier thread, and who to tell when it is done.
+pub struct CompactJob {
+    /// The physical deletion.
+    pub compaction: Compaction,
+    /// Fired when it finished.
+    pub done: oneshot::Sender<()>,
+}
+
+/// State the applier owns or shares.
+pub struct Applier {
+    /// The MVCC store; readers take the read lock.
+    pub store: Arc<RwLock<Store>>,
+    /// The backend under the store (for flushes at snapshot points).
+    pub backend: Arc<Backend>,
+    /// Clients waiting for their request's result.
+    pub wait: Arc<Wait<ApplyResult>>,
+    /// Publishes the applied index (linearizable reads wait on it).
+    pub applied_tx: watch::Sender<u64>,
+    /// Where compactions go to run.
+    pub compactor: Sender<CompactJob>,
+    /// Active alarms.
+    pub alarms: Arc<Alarms>,
+    /// Back to the raft loop, for snapshot points.
+    pub node_tx: Sender<NodeMsg>,
+    /// Applied entries between snapshot points.
+    pub snapshot_count: u64,
+    /// Last applied index (starts at the backend's consistent index).
+    pub applied_index: u64,
+    /// Index of the last snapshot point.
+    pub last_snapshot_index: u64,
+}
+
+impl Applier {
+    /// Applies tasks until the raft loop hangs up.
+    pub fn run(mut self, rx: Receiver<ApplyTask>) {
+        while let Ok(task) = rx.recv() {
+            match task {
+                ApplyTask::Entries(entries) => {
+                    let mut last_term = 0;
+                    for e in entries {
+                        last_term = e.term;
+                        self.apply_entry(e);
+                    }
+                    METRICS.proposals_applied.set(self.applied_index as i64);
+                    self.applied_tx.send_replace(self.applied_index);
+                    if self.applied_index - self.last_snapshot_index >= self.snapshot_count {
+                        self.snapshot_point(last_term);
+                    }
+                }
+            }
+        }
+        tracing::info!("applier stopped");
+    }
+
+    /// Makes the backend durable through the applied index and tells raft it may drop the log
+    /// before it. The consistent index is written explicitly: the last entries may have been
+    /// no-ops that wrote nothing.
+    fn snapshot_point(&mut self, term: u64) {
+        let index = self.applied_index;
+        let start = Instant::now();
+        let mut batch = WriteBatch::default();
+        batch.set_consistent_index(index);
+        let res = self
+            .backend
+            .commit(batch)
+            .and_then(|_| self.backend.flush().map(|_| ()));
+        if let Err(e) = res {
+            tracing::error!(error = %e, index, "flushing the backend for a snapshot failed; keeping the WAL");
+            return;
+        }
+        self.last_snapshot_index = index;
+        tracing::info!(
+            index,
+            took_ms = start.elapsed().as_millis() as u64,
+            "backend flushed for snapshot"
+        );
+        let _ = self.node_tx.send(NodeMsg::Snapshotted { index, term });
+    }
+
+    fn apply_entry(&mut self, e: Entry) {
+        if e.index <= self.applied_index {
+            return;
+        }
+        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+            match InternalRequest::decode(&e.data[..]) {
+                Ok(req) => {
+                    let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
+                    let start = Instant::now();
+                    let result = self.apply_request(req, e.index);
+                    if start.elapsed() > Duration::from_millis(100) {
+                        METRICS.slow_apply.inc();
+                        tracing::warn!(
+                            index = e.index,
+                            took_ms = start.elapsed().as_millis() as u64,
+                            "apply request took too long"
+                        );
+                    }
+                    self.wait.trigger(id, result);
+                }
+                Err(err) => {
+                    tracing::error!(index = e.index, error = %err, "committed entry does not decode; skipped")
+                }
+            }
+        }
+        self.applied_index = e.index;
+    }
+
+    fn apply_request(&mut self, req: InternalRequest, index: u64) -> ApplyResult {
+        let Some(request) = req.request else {
+            return Err(EtcdError::Internal("empty internal request".into()));
+        };
+        match request {
+            Request::Alarm(a) => self.apply_alarm(a, index),
+            Request::Compaction(c) => self.apply_compaction(c, index),
+            other => {
+                if self.alarms.has(AlarmType::Corrupt) {
+                    return Err(EtcdError::Corrupt);
+                }
+                self.apply_kv(other, index)
+            }
+        }
+    }
+
+    fn apply_kv(&mut self, request: Request, index: u64) -> ApplyResult {
+        let no_lease = |_: i64| false;
+        let mut store = self.store.write();
+        let begin_rev = store.current_revision();
+        let compact_rev = store.compact_revision();
+        let nospace = self.alarms.has(AlarmType::Nospace);
+        let mut txn = store.write(index);
+        let result = match &request {
+            Request::Put(p) => {
+                if nospace {
+                    return Err(EtcdError::NoSpace);
+                }
+                METRICS.put_total.inc();
+                METRICS.put_total_debugging.inc();
+                kv::put(&mut txn, begin_rev, p, &no_lease).map(ApplyResponse::Put)
+            }
+            Request::DeleteRange(d) => {
+                METRICS.delete_total.inc();
+                METRICS.delete_total_debugging.inc();
+                Ok(ApplyResponse::DeleteRange(kv::delete_range(
+                    &mut txn, begin_rev, false, d,
+                )))
+            }
+            Request::Txn(t) => {
+                METRICS.txn_total.inc();
+                METRICS.txn_total_debugging.inc();
+                let path = kv::txn_path(&txn, t);
+                match kv::check_txn(&txn, t, &path, begin_rev, compact_rev, &no_lease) {
+                    Err(e) => Err(e),
+                    Ok(()) if nospace && txn_puts(t, &path) => Err(EtcdError::NoSpace),
+                    Ok(()) => kv::write_txn(&mut txn, t, &path, begin_rev, &no_lease)
+                        .map(ApplyResponse::Txn),
+                }
+            }
+            _ => Err(EtcdError::Internal("not a KV request".into())),
+        };
+        let start = Instant::now();
+        let committed = txn.commit();
+        METRICS
+            .backend_commit
+            .observe(start.elapsed().as_secs_f64());
+        let rev = match committed {
+            Ok(r) => r.rev,
+            Err(e) => {
+                // The backend refused a write: state and WAL would diverge. Stop, as etcd does.
+                tracing::error!(error = %e, index, "backend commit failed; stopping");
+                std::process::exit(1);
+            }
+        };
+        METRICS.current_revision.set(rev);
+        METRICS.keys_total.set(store.keys_total() as i64);
+        drop(store);
+        result.map(|mut resp| {
+            match &mut resp {
+                ApplyResponse::Txn(t) => {
+                    t.header = Some(ResponseHeader {
+                        revision: rev,
+                        ..Default::default()
+                    })
+                }
+                ApplyResponse::Put(p) => {
+                    p.header = Some(ResponseHeader {
+                        revision: rev,
+                        ..Default::default()
+                    })
+                }
+                ApplyResponse::DeleteRange(d) => {
+                    d.header = Some(ResponseHeader {
+                        revision: rev,
+                        ..Default::default()
+                    })
+                }
+                _ => {}
+            }
+            resp
+        })
+    }
+
+    fn apply_compaction(&mut self, c: CompactionRequest, index: u64) -> ApplyResult {
+        let mut store = self.store.write();
+        let compaction = store.compact(c.revision, index).map_err(kv::mvcc_err)?;
+        let rev = store.current_revision();
+        METRICS.compact_revision.set(c.revision);
+        drop(store);
+        let (done, rx) = oneshot::channel();
+        if self
+            .compactor
+            .send(CompactJob { compaction, done })
+            .is_err()
+        {
+            tracing::warn!("compactor is gone; physical compaction deferred to the next start");
+        }
+        Ok(ApplyResponse::Compact(
+            CompactionResponse {
+                header: Some(ResponseHeader {
+                    revision: rev,
+                    ..Default::default()
+                }),
+            },
+            rx,
+        ))
+    }
+
+    fn apply_alarm(&mut self, a: AlarmRequest, index: u64) -> ApplyResult {
+        let mut store = self.store.write();
+        let rev = store.current_revision();
+        let mut txn = store.write(index);
+        let action = AlarmAction::try_from(a.action).unwrap_or(AlarmAction::Get);
+        let alarms = match action {
+            AlarmAction::Get => self.alarms.list(),
+            AlarmAction::Activate => {
+                if a.alarm == AlarmType::None as i32 {
+                    Vec::new()
+                } else {
+                    if self.alarms.activate(txn.extra(), a.member_id, a.alarm) {
+                        tracing::warn!(
+                            member = format!("{:x}", a.member_id),
+                            alarm = a.alarm,
+                            "alarm raised"
+                        );
+                    }
+                    vec![crate::proto::etcdserverpb::AlarmMember {
+                        member_id: a.member_id,
+                        alarm: a.alarm,
+                    }]
+                }
+            }
+            AlarmAction::Deactivate => {
+                if self.alarms.deactivate(txn.extra(), a.member_id, a.alarm) {
+                    tracing::info!(
+                        member = format!("{:x}", a.member_id),
+                        alarm = a.alarm,
+                        "alarm cleared"
+                    );
+                    vec![crate::proto::etcdserverpb::AlarmMember {
+                        member_id: a.member_id,
+                        alarm: a.alarm,
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        if let Err(e) = txn.commit() {
+            tracing::error!(error = %e, index, "backend commit failed; stopping");
+            std::process::exit(1);
+        }
+        Ok(ApplyResponse::Alarm(AlarmResponse {
+            header: Some(ResponseHeader {
+                revision: rev,
+                ..Default::default()
+            }),
+            alarms,
+        }))
+    }
+}
+
+/// Whether the chosen branches of a txn put anything (refused while NOSPACE is raised).
+fn txn_puts(t: &crate::proto::etcdserverpb::TxnRequest, path: &[bool]) -> bool {
+    use crate::proto::etcdserverpb::request_op::Request as Op;
+    fn walk(t: &crate::proto::etcdserverpb::TxnRequest, path: &[bool], cursor: &mut usize) -> bool {
+        let ok = path[*cursor];
+        *cursor += 1;
+        let mut puts = false;
+        for op in if ok { &t.success } else { &t.failure } {
+            match &op.request {
+                Some(Op::RequestPut(_)) => puts = true,
+                Some(Op::RequestTxn(n)) => puts |= walk(n, path, cursor),
+                _ => {}
+            }
+        }
+        puts
+    }
+    let mut cursor = 0;
+    walk(t, path, &mut cursor)
+}
+
+/// Runs compactions one after another on their own thread, so physical deletion never holds
+/// up the applier.
+pub fn run_compactor(backend: Arc<Backend>, rx: Receiver<CompactJob>) {
+    while let Ok(job) = rx.recv() {
+        let rev = job.compaction.revision();
+        let start = Instant::now();
+        tracing::info!(revision = rev, "compaction started");
+        match job.compaction.run(&backend) {
+            Ok(()) => tracing::info!(
+                revision = rev,
+                took_ms = start.elapsed().as_millis() as u64,
+                "compaction finished"
+            ),
+            Err(e) => {
+                tracing::error!(revision = rev, error = %e, "compaction failed; it resumes on the next start")
+            }
+        }
+        let _ = job.done.send(());
+    }
+}

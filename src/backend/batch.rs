@@ -1,0 +1,57 @@
+//! An atomic group of writes across buckets.
+
+use super::{prefixed, Bucket, CONSISTENT_INDEX_KEY};
+
+/// Writes to several buckets that must reach the database together or not at all.
+///
+/// The applier builds one batch per applied raft entry (kv changes, lease and auth changes and
+/// the consistent index) so that a crash never leaves state that disagrees with the index it
+/// claims to have applied. A later write to the same key in one batch replaces the earlier one.
+#[derive(Default)]
+pub struct WriteBatch {
+    pub(super) inner: sled::Batch,
+    ops: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` in `bucket` to `value` when the batch is committed.
+    pub fn put(&mut self, bucket: Bucket, key: &[u8], value: impl Into<sled::IVec>) {
+        self.inner.insert(prefixed(bucket, key), value.into());
+        self.ops += 1;
+    }
+
+    /// Removes `key` from `bucket` when the batch is committed (a missing key is fine).
+    pub fn delete(&mut self, bucket: Bucket, key: &[u8]) {
+        self.inner.remove(prefixed(bucket, key));
+        self.ops += 1;
+    }
+
+    /// Records the last applied raft index in the same atomic write, so a restart replays the
+    /// WAL from exactly the first entry this batch does not contain.
+    pub fn set_consistent_index(&mut self, index: u64) {
+        self.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &index.to_be_bytes()[..]);
+    }
+
+    /// True when nothing was added; committing an empty batch is a no-op.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// Number of puts and deletes added (a key written twice counts twice).
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+}
+
+impl std::fmt::Debug for WriteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBatch")
+            .field("ops", &self.ops)
+            .finish()
+    }
+}

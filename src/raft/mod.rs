@@ -1,0 +1,9 @@
+//! Raft consensus: the raft-rs node, its log storage over the WAL, and peer transport.
+
+pub mod logger;
+pub mod node;
+pub mod storage;
+pub mod transport;
+
+pub use node::{ApplyTask, Node, NodeMsg, NodeParts, RaftStatus};
+pub use storage::{RaftStorage, Restored};

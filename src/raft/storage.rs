@@ -1,0 +1,189 @@
+//! Raft's view of its own log: raft-rs's in-memory storage, rebuilt from the WAL on start.
+//!
+//! The WAL is the durable copy; this is the indexable copy raft reads from. Entries older than
+//! the last snapshot (minus a catch-up margin) are dropped here and in the WAL, so memory and
+//! disk stay bounded under sustained writes.
+
+use protobuf::Message as _;
+use raft::prelude::*;
+use raft::storage::MemStorage;
+use raft::{GetEntriesContext, RaftState, Storage};
+
+use crate::wal::Record;
+
+/// What the WAL told us about this member when it was replayed.
+pub struct Restored {
+    /// The raft log and hard state.
+    pub storage: RaftStorage,
+    /// The WAL's metadata record (member and cluster ids), if present.
+    pub metadata: Option<Vec<u8>>,
+    /// The last snapshot point in the WAL, if any.
+    pub snapshot: Option<(u64, u64)>,
+}
+
+/// The raft log as raft-rs reads it.
+#[derive(Clone)]
+pub struct RaftStorage {
+    mem: MemStorage,
+}
+
+impl RaftStorage {
+    /// An empty log for a new member whose cluster configuration is `conf_state`.
+    pub fn new(conf_state: ConfState) -> Self {
+        let mem = MemStorage::new();
+        mem.wl().set_conf_state(conf_state);
+        Self { mem }
+    }
+
+    /// Rebuilds the log from WAL records, in write order. A later entry with an index already
+    /// seen replaces that entry and everything after it (a new leader overwrote the tail).
+    pub fn restore(conf_state: ConfState, records: Vec<Record>) -> Result<Restored, String> {
+        let storage = Self::new(conf_state.clone());
+        let mut metadata = None;
+        let mut snapshot = None;
+        for rec in records {
+            match rec {
+                Record::Metadata(m) => metadata = Some(m),
+                Record::Snapshot { index, term } => {
+                    if index + 1 < storage.first_index() {
+                        continue;
+                    }
+                    let mut snap = Snapshot::default();
+                    snap.mut_metadata().index = index;
+                    snap.mut_metadata().term = term;
+                    snap.mut_metadata().set_conf_state(conf_state.clone());
+                    let mut core = storage.mem.wl();
+                    let hs = core.hard_state().clone();
+                    core.apply_snapshot(snap).map_err(|e| e.to_string())?;
+                    // apply_snapshot resets commit to the snapshot; keep what we knew.
+                    if hs.commit > index {
+                        core.mut_hard_state().commit = hs.commit;
+                    }
+                    snapshot = Some((index, term));
+                }
+                Record::Entry { index, data, .. } => {
+                    if index < storage.first_index() {
+                        continue; // covered by the snapshot
+                    }
+                    let last = storage.last_index();
+                    if index > last + 1 {
+                        return Err(format!(
+                            "WAL is missing raft entries {}..{} before entry {index}",
+                            last + 1,
+                            index - 1
+                        ));
+                    }
+                    let entry = Entry::parse_from_bytes(&data)
+                        .map_err(|e| format!("WAL entry {index} does not decode: {e}"))?;
+                    storage
+                        .mem
+                        .wl()
+                        .append(&[entry])
+                        .map_err(|e| e.to_string())?;
+                }
+                Record::HardState { term, vote, commit } => {
+                    let mut hs = HardState::default();
+                    hs.term = term;
+                    hs.vote = vote;
+                    hs.commit = commit;
+                    storage.mem.wl().set_hardstate(hs);
+                }
+            }
+        }
+        // The commit index in the WAL may trail the entries we hold; it can never exceed them.
+        let last = storage.last_index();
+        let mut core = storage.mem.wl();
+        if core.hard_state().commit > last {
+            core.mut_hard_state().commit = last;
+        }
+        drop(core);
+        Ok(Restored {
+            storage,
+            metadata,
+            snapshot,
+        })
+    }
+
+    /// Appends entries raft handed us in a Ready (overwriting a conflicting tail).
+    pub fn append(&self, entries: &[Entry]) -> raft::Result<()> {
+        self.mem.wl().append(entries)
+    }
+
+    /// Records the latest hard state.
+    pub fn set_hard_state(&self, hs: HardState) {
+        self.mem.wl().set_hardstate(hs);
+    }
+
+    /// The hard state raft would restart from.
+    pub fn hard_state(&self) -> HardState {
+        self.mem.rl().hard_state().clone()
+    }
+
+    /// Advances the commit index (from a LightReady).
+    pub fn set_commit(&self, commit: u64) {
+        self.mem.wl().mut_hard_state().commit = commit;
+    }
+
+    /// Raises the commit index to at least `applied`: the backend may have applied (and flushed)
+    /// entries whose commit index never reached the WAL before a crash.
+    pub fn ensure_commit_at_least(&self, applied: u64) {
+        let want = applied.min(self.last_index());
+        let mut core = self.mem.wl();
+        if core.hard_state().commit < want {
+            core.mut_hard_state().commit = want;
+        }
+    }
+
+    /// Records the configuration after a conf change was applied.
+    pub fn set_conf_state(&self, cs: ConfState) {
+        self.mem.wl().set_conf_state(cs);
+    }
+
+    /// Drops entries before `index` (they are in a snapshot and no follower needs them).
+    pub fn compact(&self, index: u64) -> raft::Result<()> {
+        let index = index.min(self.last_index() + 1);
+        self.mem.wl().compact(index)
+    }
+
+    /// Index of the first entry still held.
+    pub fn first_index(&self) -> u64 {
+        Storage::first_index(&self.mem).unwrap_or(1)
+    }
+
+    /// Index of the last entry held.
+    pub fn last_index(&self) -> u64 {
+        Storage::last_index(&self.mem).unwrap_or(0)
+    }
+}
+
+impl Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.mem.snapshot(request_index, to)
+    }
+}

@@ -1,0 +1,467 @@
+//! `EtcdServer`: the member's core. It proposes writes through raft and waits for them to be
+//! applied, serves linearizable reads after a ReadIndex round and serializable reads directly,
+//! and exposes the member's status. The gRPC layer (`api/`) is a thin adapter over it.
+
+pub mod bootstrap;
+pub mod members;
+pub mod read_index;
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use tokio::sync::watch;
+
+use crate::apply::alarm::Alarms;
+use crate::apply::{kv, run_compactor, Applier, ApplyResponse, ApplyResult, CompactJob};
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::error::{EtcdError, ServerError};
+use crate::metrics::METRICS;
+use crate::mvcc::Store;
+use crate::proto::etcdserverpb::{
+    AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest, Member, RequestHeader};
+use crate::raft::transport::NoPeers;
+use crate::raft::{Node, NodeMsg, NodeParts, RaftStatus};
+use crate::wait::{IdGenerator, Wait};
+use bootstrap::Bootstrapped;
+use members::MemberTable;
+use read_index::ReadIndex;
+
+/// The etcd version ferrocd speaks; clients gate features on it.
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The cluster version reported alongside it.
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
+/// etcd refuses new proposals when the applier lags the commit index by more than this.
+const MAX_APPLY_GAP: u64 = 5000;
+
+/// A running member.
+pub struct EtcdServer {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// This member's name.
+    pub name: String,
+    store: Arc<RwLock<Store>>,
+    backend: Arc<Backend>,
+    wait: Arc<Wait<ApplyResult>>,
+    ids: IdGenerator,
+    node_tx: Sender<NodeMsg>,
+    status: Arc<RaftStatus>,
+    applied: watch::Receiver<u64>,
+    reads: Arc<ReadIndex>,
+    members: MemberTable,
+    alarms: Arc<Alarms>,
+    max_request_bytes: usize,
+    request_timeout: Duration,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| ServerError::Io {
+            what: "cannot start thread",
+            path: name.into(),
+            source,
+        })
+}
+
+impl EtcdServer {
+    /// Opens the data dir and starts the raft loop, the applier and the compactor.
+    /// Must be called inside a tokio runtime (the read loop is a task).
+    pub fn start(cfg: &Config) -> Result<Arc<EtcdServer>, ServerError> {
+        let boot: Bootstrapped = bootstrap::bootstrap(cfg)?;
+        let member_id = boot.member_id;
+        let alarms = Arc::new(Alarms::load(&boot.backend)?);
+        let store = Arc::new(RwLock::new(boot.store));
+        let wait: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
+        let status = Arc::new(RaftStatus::default());
+        let reads = ReadIndex::new();
+        let (node_tx, node_rx) = mpsc::channel();
+        let (apply_tx, apply_rx) = mpsc::channel();
+        let (compact_tx, compact_rx) = mpsc::channel::<CompactJob>();
+        let (applied_tx, applied_rx) = watch::channel(boot.consistent_index);
+
+        let heartbeat = cfg.heartbeat_interval.max(Duration::from_millis(1));
+        let election_ticks =
+            (cfg.election_timeout.as_millis() / heartbeat.as_millis()).max(2) as usize;
+        let mut rc = raft::Config::new(member_id);
+        rc.election_tick = election_ticks;
+        rc.heartbeat_tick = 1;
+        rc.applied = boot.consistent_index;
+        rc.max_size_per_msg = 1024 * 1024;
+        rc.max_inflight_msgs = 256;
+        rc.check_quorum = true;
+        rc.pre_vote = cfg.pre_vote;
+        rc.validate()
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+        let on_dropped_wait = wait.clone();
+        let reads_cb = reads.clone();
+        let node = Node::new(NodeParts {
+            config: rc,
+            storage: boot.storage,
+            wal: boot.wal,
+            rx: node_rx,
+            apply_tx,
+            transport: Box::new(NoPeers),
+            status: status.clone(),
+            on_dropped: Box::new(move |id| on_dropped_wait.trigger(id, Err(EtcdError::NoLeader))),
+            on_read_state: Box::new(move |ctx, index| reads_cb.on_read_state(&ctx, index)),
+            tick: heartbeat,
+            catchup_entries: cfg.snapshot_catchup_entries,
+        })
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+        let applier = Applier {
+            store: store.clone(),
+            backend: boot.backend.clone(),
+            wait: wait.clone(),
+            applied_tx,
+            compactor: compact_tx.clone(),
+            alarms: alarms.clone(),
+            node_tx: node_tx.clone(),
+            snapshot_count: cfg.snapshot_count.max(1),
+            applied_index: boot.consistent_index,
+            last_snapshot_index: boot.snapshot_index,
+        };
+        if let Some(c) = boot.pending_compaction {
+            let (done, _) = tokio::sync::oneshot::channel();
+            tracing::info!(
+                revision = c.revision(),
+                "resuming an interrupted compaction"
+            );
+            let _ = compact_tx.send(CompactJob {
+                compaction: c,
+                done,
+            });
+        }
+        let mut threads = Vec::new();
+        let be = boot.backend.clone();
+        threads.push(spawn("compactor", move || run_compactor(be, compact_rx))?);
+        threads.push(spawn("applier", move || applier.run(apply_rx))?);
+        threads.push(spawn("raft", move || node.run())?);
+
+        let request_timeout = Duration::from_secs(5) + 2 * cfg.election_timeout;
+        tokio::spawn(
+            reads
+                .clone()
+                .run(node_tx.clone(), applied_rx.clone(), request_timeout),
+        );
+
+        METRICS
+            .server_id
+            .with_label_values(&[&format!("{member_id:x}")])
+            .set(1);
+        METRICS
+            .server_version
+            .with_label_values(&[ETCD_VERSION])
+            .set(1);
+        METRICS
+            .cluster_version
+            .with_label_values(&[ETCD_CLUSTER_VERSION])
+            .set(1);
+        METRICS
+            .quota_backend_bytes
+            .set(effective_quota(cfg.quota_backend_bytes));
+        {
+            let s = store.read();
+            METRICS.current_revision.set(s.current_revision());
+            METRICS.compact_revision.set(s.compact_revision());
+            METRICS.keys_total.set(s.keys_total() as i64);
+        }
+
+        Ok(Arc::new(EtcdServer {
+            member_id,
+            cluster_id: boot.cluster_id,
+            name: cfg.name.clone(),
+            store,
+            backend: boot.backend,
+            wait,
+            ids: IdGenerator::new(member_id),
+            node_tx,
+            status,
+            applied: applied_rx,
+            reads,
+            members: boot.members,
+            alarms,
+            max_request_bytes: cfg.max_request_bytes,
+            request_timeout,
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    /// Stops the raft loop (syncing the WAL), lets the applier drain, and flushes the backend.
+    /// Blocking: call from a blocking context.
+    pub fn stop(&self) {
+        let _ = self.node_tx.send(NodeMsg::Stop);
+        let threads = std::mem::take(&mut *self.threads.lock());
+        // The raft thread exits first and drops the applier's sender; the applier then ends.
+        for t in threads.into_iter().rev() {
+            let name = t.thread().name().unwrap_or("?").to_string();
+            if name == "compactor" {
+                continue; // it ends when the last job sender (the applier) is gone
+            }
+            let _ = t.join();
+        }
+        if let Err(e) = self.backend.flush() {
+            tracing::error!(error = %e, "final backend flush failed");
+        }
+        tracing::info!("member stopped");
+    }
+
+    /// A response header as etcd fills it.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.status.term.load(Ordering::Acquire),
+        }
+    }
+
+    fn fill(&self, h: &mut Option<ResponseHeader>) {
+        let rev = h.as_ref().map(|h| h.revision).unwrap_or(0);
+        let rev = if rev == 0 {
+            self.store.read().current_revision()
+        } else {
+            rev
+        };
+        *h = Some(self.header(rev));
+    }
+
+    /// Proposes a request through raft and waits until it is applied here.
+    async fn propose(&self, request: Request) -> Result<ApplyResponse, EtcdError> {
+        if self.status.stopped.load(Ordering::Acquire) {
+            return Err(EtcdError::Stopped);
+        }
+        let commit = self.status.commit.load(Ordering::Acquire);
+        if commit > *self.applied.borrow() + MAX_APPLY_GAP {
+            return Err(EtcdError::TooManyRequests);
+        }
+        let id = self.ids.next();
+        let req = InternalRequest {
+            header: Some(RequestHeader {
+                id,
+                ..Default::default()
+            }),
+            request: Some(request),
+        };
+        let data = req.encode_to_vec();
+        if data.len() > self.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        let rx = self.wait.register(id);
+        METRICS.proposals_pending.inc();
+        let sent = self.node_tx.send(NodeMsg::Propose { id, data });
+        let result = if sent.is_err() {
+            self.wait.cancel(id);
+            Err(EtcdError::Stopped)
+        } else {
+            match tokio::time::timeout(self.request_timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(EtcdError::Stopped),
+                Err(_) => {
+                    self.wait.cancel(id);
+                    METRICS.proposals_failed.inc();
+                    Err(EtcdError::Timeout)
+                }
+            }
+        };
+        METRICS.proposals_pending.dec();
+        result
+    }
+
+    /// Waits until a linearizable read may be served locally.
+    pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        self.reads.wait().await
+    }
+
+    /// KV.Range.
+    pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        if !r.serializable {
+            self.read_barrier().await?;
+        }
+        METRICS.range_total.inc();
+        METRICS.range_total_debugging.inc();
+        let mut resp = {
+            let store = self.store.read();
+            kv::range(&*store, &r)?
+        };
+        self.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    /// KV.Put.
+    pub async fn put(&self, r: PutRequest) -> Result<PutResponse, EtcdError> {
+        match self.propose(Request::Put(r)).await? {
+            ApplyResponse::Put(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(EtcdError::Internal(
+                "unexpected apply result for put".into(),
+            )),
+        }
+    }
+
+    /// KV.DeleteRange.
+    pub async fn delete_range(
+        &self,
+        r: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
+        match self.propose(Request::DeleteRange(r)).await? {
+            ApplyResponse::DeleteRange(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(EtcdError::Internal(
+                "unexpected apply result for delete".into(),
+            )),
+        }
+    }
+
+    /// KV.Txn: read-only txns are served as reads, others go through raft.
+    pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        if kv::is_read_only(&r) {
+            if !kv::is_serializable(&r) {
+                self.read_barrier().await?;
+            }
+            METRICS.txn_total.inc();
+            METRICS.txn_total_debugging.inc();
+            let mut resp = {
+                let store = self.store.read();
+                kv::read_only_txn(
+                    &*store,
+                    &r,
+                    store.current_revision(),
+                    store.compact_revision(),
+                )?
+            };
+            self.fill(&mut resp.header);
+            return Ok(resp);
+        }
+        match self.propose(Request::Txn(r)).await? {
+            ApplyResponse::Txn(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(EtcdError::Internal(
+                "unexpected apply result for txn".into(),
+            )),
+        }
+    }
+
+    /// KV.Compact; with `physical`, waits until the old revisions are gone from the backend.
+    pub async fn compact(&self, r: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        let physical = r.physical;
+        match self.propose(Request::Compaction(r)).await? {
+            ApplyResponse::Compact(mut resp, done) => {
+                if physical {
+                    let _ = done.await;
+                    if let Err(e) = self.backend_flush().await {
+                        tracing::warn!(error = %e, "flush after physical compaction failed");
+                    }
+                }
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(EtcdError::Internal(
+                "unexpected apply result for compaction".into(),
+            )),
+        }
+    }
+
+    async fn backend_flush(&self) -> Result<(), EtcdError> {
+        let be = self.backend.clone();
+        tokio::task::spawn_blocking(move || be.flush().map(|_| ()))
+            .await
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
+            .map_err(|e| EtcdError::Internal(e.to_string()))
+    }
+
+    /// Maintenance.Alarm: every action goes through raft so all members agree.
+    pub async fn alarm(&self, r: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
+        match self.propose(Request::Alarm(r)).await? {
+            ApplyResponse::Alarm(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            _ => Err(EtcdError::Internal(
+                "unexpected apply result for alarm".into(),
+            )),
+        }
+    }
+
+    /// The active alarms, from local state (for Status and /health).
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.list()
+    }
+
+    /// The member table.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.list()
+    }
+
+    /// The current leader's id (0 if none).
+    pub fn leader(&self) -> u64 {
+        self.status.leader.load(Ordering::Acquire)
+    }
+
+    /// The current raft term.
+    pub fn term(&self) -> u64 {
+        self.status.term.load(Ordering::Acquire)
+    }
+
+    /// The raft commit index.
+    pub fn commit_index(&self) -> u64 {
+        self.status.commit.load(Ordering::Acquire)
+    }
+
+    /// The applied index.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// The store's current revision.
+    pub fn current_revision(&self) -> i64 {
+        self.store.read().current_revision()
+    }
+
+    /// The backend's size on disk.
+    pub fn db_size(&self) -> i64 {
+        let size = self.backend.size_on_disk() as i64;
+        METRICS.db_total_size.set(size);
+        METRICS.db_total_size_debugging.set(size);
+        METRICS.db_total_size_in_use.set(size);
+        size
+    }
+
+    /// How long a proposal may wait before `request timed out`.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}
+
+/// etcd's quota rule: 0 means the 2 GiB default; a negative value also means the default
+/// (etcd has no way to switch the quota off).
+pub fn effective_quota(configured: i64) -> i64 {
+    const DEFAULT: i64 = 2 * 1024 * 1024 * 1024;
+    if configured <= 0 {
+        DEFAULT
+    } else {
+        configured
+    }
+}

@@ -1,0 +1,234 @@
+//! Test harness: real `ferrocd` processes on free loopback ports, real clients.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released; collisions are retried by `Member::start`).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One ferrocd process and its data dir.
+pub struct Member {
+    child: Option<Child>,
+    /// e.g. http://127.0.0.1:23791
+    pub client_url: String,
+    /// e.g. http://127.0.0.1:23801
+    pub peer_url: String,
+    /// The member's --data-dir.
+    pub data_dir: PathBuf,
+    /// Extra flags given at start (reused on restart).
+    pub extra: Vec<String>,
+    /// Where stderr goes.
+    pub log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// The server binary under test.
+pub fn ferrocd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferrocd")
+}
+
+impl Member {
+    /// Starts a single member in a fresh temp dir and waits until it serves.
+    pub fn start(extra: &[&str]) -> Member {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut m = Member::with_dir(data_dir, extra);
+        m._tmp = Some(tmp);
+        m
+    }
+
+    /// Starts a member on `data_dir` (which may already hold data).
+    pub fn with_dir(data_dir: PathBuf, extra: &[&str]) -> Member {
+        let log_path = data_dir.with_extension("log");
+        let mut m = Member {
+            child: None,
+            client_url: String::new(),
+            peer_url: String::new(),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_path,
+            _tmp: None,
+        };
+        m.spawn_and_wait();
+        m
+    }
+
+    fn spawn_and_wait(&mut self) {
+        for attempt in 0..5 {
+            self.client_url = format!("http://127.0.0.1:{}", free_port());
+            self.peer_url = format!("http://127.0.0.1:{}", free_port());
+            self.child = Some(self.spawn());
+            match self.wait_ready(Duration::from_secs(20)) {
+                Ok(()) => return,
+                Err(e) => {
+                    let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+                    self.kill9();
+                    if attempt < 4 && log.contains("Address already in use") {
+                        continue;
+                    }
+                    panic!("ferrocd did not become ready: {e}\n--- log ---\n{log}");
+                }
+            }
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        Command::new(ferrocd_bin())
+            .arg("--name")
+            .arg("m1")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&self.client_url)
+            .arg("--advertise-client-urls")
+            .arg(&self.client_url)
+            .arg("--listen-peer-urls")
+            .arg(&self.peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&self.peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("m1={}", self.peer_url))
+            .args(&self.extra)
+            .env("FERROCD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ferrocd")
+    }
+
+    /// The client endpoint without scheme (what etcd-client wants).
+    pub fn endpoint(&self) -> String {
+        self.client_url.trim_start_matches("http://").to_string()
+    }
+
+    /// Polls `/health` until it answers 200 or the process dies.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("process exited with {status}"));
+                }
+            }
+            if let Ok((200, _)) = http_get(&self.endpoint(), "/health") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("timed out waiting for /health".into())
+    }
+
+    /// SIGKILL, no clean shutdown.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe_sigterm(c.id());
+        c.wait().expect("wait")
+    }
+
+    /// Restarts on the same data dir and ports' fresh choice.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn_and_wait();
+    }
+
+    /// A connected etcd-client.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None)
+            .await
+            .expect("connect etcd-client")
+    }
+
+    /// Runs etcdctl against this member.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        etcdctl(&self.endpoint(), args)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Path to etcdctl, or a panic that says how to get it.
+pub fn etcdctl_bin() -> String {
+    for p in ["/usr/bin/etcdctl", "/usr/local/bin/etcdctl"] {
+        if Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("etcdctl not found: install it with `apt-get install etcd-client` (.ci/run does this)");
+}
+
+/// Runs etcdctl (API v3) against `endpoint`.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("run etcdctl")
+}
+
+/// stdout of a successful etcdctl run; panics with stderr otherwise.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// A minimal HTTP/1.1 GET; returns (status, body).
+pub fn http_get(endpoint: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(endpoint).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {buf:?}"))?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
