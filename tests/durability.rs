@@ -198,12 +198,15 @@ async fn corrupt_wal_stops_startup_and_leaves_files_untouched() {
     bytes[mid] ^= 0x5a;
     std::fs::write(&seg, &bytes).unwrap();
 
+    let client = format!("http://127.0.0.1:{}", common::free_port());
     let out = Command::new(common::ferrocd_bin())
         .args(["--name", "m1", "--data-dir"])
         .arg(&m.data_dir)
         .args([
             "--listen-client-urls",
-            &format!("http://127.0.0.1:{}", common::free_port()),
+            &client,
+            "--advertise-client-urls",
+            &client,
         ])
         .args([
             "--listen-peer-urls",

@@ -270,10 +270,7 @@ fn get_historical_and_json() {
         v.get("kvs").is_none() || v["kvs"].as_array().is_some_and(|a| a.is_empty()),
         "{v}"
     );
-    assert!(
-        v.get("count").is_none() || v["count"] == Value::from(0),
-        "{v}"
-    );
+    assert!(v.get("count").is_none() || v["count"] == 0, "{v}");
 
     // put/del -w json carry the new revision.
     let v = json(m.etcdctl(&["put", "k", "v4", "-w", "json"]));

@@ -13,6 +13,10 @@ pub use error::BackendError;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long `open` waits for sled's lock to be released by a database closed just before.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Meta-bucket key of the last applied raft index (u64 big-endian), as in etcd.
 pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
@@ -131,12 +135,27 @@ impl Backend {
                 }
             }
         })?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(opts.cache_capacity_bytes)
-            .flush_every_ms(opts.flush_every_ms)
-            .open()
-            .map_err(|e| BackendError::from_sled(dir, "open", e))?;
+            .flush_every_ms(opts.flush_every_ms);
+        // sled releases its file lock only when its background threads exit, a little after
+        // the previous `Db` in this process was dropped (sled issue #1289): reopening right
+        // after closing (snapshot install, tests) must wait for that instead of failing.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) => match BackendError::from_sled(dir, "open", e) {
+                    BackendError::Locked { .. } if Instant::now() < deadline => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                    }
+                    err => return Err(err),
+                },
+            }
+        };
         tracing::info!(
             dir = %dir.display(),
             recovered = db.was_recovered(),

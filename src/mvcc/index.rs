@@ -69,7 +69,7 @@ impl Index {
     }
 
     /// `key` at revision `at`: (modification revision, creation revision, version).
-    pub fn get(&self, key: &[u8], at: i64) -> Option<(Revision, Revision, i64)> {
+    pub fn get(&self, key: &[u8], at: i64) -> Option<(Revision, i64, i64)> {
         self.tree.get(key)?.get(at)
     }
 
@@ -134,7 +134,7 @@ impl Index {
             None => {
                 self.tree.insert(
                     key.to_vec(),
-                    KeyIndex::restored(Revision::new(create_revision, 0), rev, version),
+                    KeyIndex::restored(create_revision, rev, version),
                 );
                 self.live += 1;
             }

@@ -930,3 +930,36 @@ fn random_histories_match_model_across_compaction_and_restart() {
         }
     }
 }
+
+#[test]
+fn compaction_runs_beside_reads_and_writes() {
+    let (_tmp, mut s) = fresh();
+    for i in 0..3000 {
+        put(
+            &mut s,
+            format!("k{:02}", i % 50).as_bytes(),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let store = Arc::new(std::sync::RwLock::new(s));
+    let c = store.write().unwrap().compact(3001, 1).unwrap();
+    let backend = Arc::clone(store.read().unwrap().backend());
+    let runner = std::thread::spawn(move || c.run(&backend));
+    for i in 0..300 {
+        {
+            let mut s = store.write().unwrap();
+            put(&mut s, format!("k{:02}", i % 50).as_bytes(), b"new");
+        }
+        let s = store.read().unwrap();
+        let r = s.range(b"k", b"l", &at(3001)).unwrap();
+        assert_eq!(r.count, 50);
+        assert_eq!(r.kvs[0].mod_revision, 2952);
+        let r = s.range(b"k", b"l", &RangeOptions::default()).unwrap();
+        assert_eq!(r.count, 50);
+    }
+    runner.join().unwrap().unwrap();
+    let s = store.read().unwrap();
+    assert_eq!(s.current_revision(), 3301);
+    // 50 kept at the compaction revision + 300 newer
+    assert_eq!(backend_revs(s.backend()).len(), 350);
+}

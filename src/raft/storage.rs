@@ -36,67 +36,81 @@ impl RaftStorage {
     }
 
     /// Rebuilds the log from WAL records, in write order. A later entry with an index already
-    /// seen replaces that entry and everything after it (a new leader overwrote the tail).
+    /// seen replaces that entry and everything after it (a new leader overwrote the tail). A
+    /// snapshot point may be written after entries newer than it, so entries are collected
+    /// first and the latest snapshot point is installed before them.
     pub fn restore(conf_state: ConfState, records: Vec<Record>) -> Result<Restored, String> {
-        let storage = Self::new(conf_state.clone());
         let mut metadata = None;
-        let mut snapshot = None;
+        let mut snapshot: Option<(u64, u64)> = None;
+        let mut hard_state: Option<HardState> = None;
+        let mut entries: Vec<Entry> = Vec::new();
         for rec in records {
             match rec {
                 Record::Metadata(m) => metadata = Some(m),
                 Record::Snapshot { index, term } => {
-                    if index + 1 < storage.first_index() {
-                        continue;
+                    if snapshot.is_none_or(|(i, _)| index > i) {
+                        snapshot = Some((index, term));
                     }
-                    let mut snap = Snapshot::default();
-                    snap.mut_metadata().index = index;
-                    snap.mut_metadata().term = term;
-                    snap.mut_metadata().set_conf_state(conf_state.clone());
-                    let mut core = storage.mem.wl();
-                    let hs = core.hard_state().clone();
-                    core.apply_snapshot(snap).map_err(|e| e.to_string())?;
-                    // apply_snapshot resets commit to the snapshot; keep what we knew.
-                    if hs.commit > index {
-                        core.mut_hard_state().commit = hs.commit;
-                    }
-                    snapshot = Some((index, term));
                 }
                 Record::Entry { index, data, .. } => {
-                    if index < storage.first_index() {
-                        continue; // covered by the snapshot
-                    }
-                    let last = storage.last_index();
-                    if index > last + 1 {
-                        return Err(format!(
-                            "WAL is missing raft entries {}..{} before entry {index}",
-                            last + 1,
-                            index - 1
-                        ));
-                    }
                     let entry = Entry::parse_from_bytes(&data)
                         .map_err(|e| format!("WAL entry {index} does not decode: {e}"))?;
-                    storage
-                        .mem
-                        .wl()
-                        .append(&[entry])
-                        .map_err(|e| e.to_string())?;
+                    if let Some(first) = entries.first().map(|e| e.index) {
+                        if index < first {
+                            entries.clear();
+                        } else {
+                            let pos = (index - first) as usize;
+                            if pos > entries.len() {
+                                return Err(format!(
+                                    "WAL is missing raft entries {}..{} before entry {index}",
+                                    first + entries.len() as u64,
+                                    index - 1
+                                ));
+                            }
+                            entries.truncate(pos);
+                        }
+                    }
+                    entries.push(entry);
                 }
                 Record::HardState { term, vote, commit } => {
                     let mut hs = HardState::default();
                     hs.term = term;
                     hs.vote = vote;
                     hs.commit = commit;
-                    storage.mem.wl().set_hardstate(hs);
+                    hard_state = Some(hs);
                 }
             }
         }
-        // The commit index in the WAL may trail the entries we hold; it can never exceed them.
-        let last = storage.last_index();
-        let mut core = storage.mem.wl();
-        if core.hard_state().commit > last {
-            core.mut_hard_state().commit = last;
+        let storage = Self::new(conf_state.clone());
+        let mut after = 0;
+        if let Some((index, term)) = snapshot {
+            let mut snap = Snapshot::default();
+            snap.mut_metadata().index = index;
+            snap.mut_metadata().term = term;
+            snap.mut_metadata().set_conf_state(conf_state);
+            storage
+                .mem
+                .wl()
+                .apply_snapshot(snap)
+                .map_err(|e| e.to_string())?;
+            after = index;
         }
-        drop(core);
+        let keep: Vec<Entry> = entries.into_iter().filter(|e| e.index > after).collect();
+        if let Some(first) = keep.first() {
+            if first.index != after + 1 {
+                return Err(format!(
+                    "WAL is missing raft entries {}..{} after the snapshot at {after}",
+                    after + 1,
+                    first.index - 1
+                ));
+            }
+            storage.mem.wl().append(&keep).map_err(|e| e.to_string())?;
+        }
+        if let Some(mut hs) = hard_state {
+            // The commit index can never be behind the snapshot nor beyond the entries held.
+            hs.commit = hs.commit.max(after).min(storage.last_index());
+            storage.mem.wl().set_hardstate(hs);
+        }
         Ok(Restored {
             storage,
             metadata,
