@@ -34,10 +34,10 @@ pub enum EtcdError {
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     /// A read or compaction below the compacted revision.
-    #[error("mvcc: required revision has been compacted")]
+    #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     /// A read or compaction above the current revision.
-    #[error("mvcc: required revision is a future revision")]
+    #[error("etcdserver: mvcc: required revision is a future revision")]
     FutureRev,
     /// The backend passed `--quota-backend-bytes`.
     #[error("etcdserver: mvcc: database space exceeded")]
@@ -186,12 +186,12 @@ mod tests {
             (
                 EtcdError::Compacted,
                 Code::OutOfRange,
-                "mvcc: required revision has been compacted",
+                "etcdserver: mvcc: required revision has been compacted",
             ),
             (
                 EtcdError::FutureRev,
                 Code::OutOfRange,
-                "mvcc: required revision is a future revision",
+                "etcdserver: mvcc: required revision is a future revision",
             ),
             (
                 EtcdError::LeaseNotFound,

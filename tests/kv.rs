@@ -455,7 +455,7 @@ async fn txn_errors() {
     assert_err(
         c.txn(t).await.unwrap_err(),
         Code::OutOfRange,
-        "mvcc: required revision is a future revision",
+        "etcdserver: mvcc: required revision is a future revision",
     );
     assert!(c.get("z", None).await.unwrap().kvs().is_empty());
     assert_eq!(rev(&mut c).await, 2);
@@ -484,24 +484,24 @@ async fn compaction() {
             .await
             .unwrap_err(),
         Code::OutOfRange,
-        "mvcc: required revision has been compacted",
+        "etcdserver: mvcc: required revision has been compacted",
     );
     assert_err(
         c.get("k", Some(GetOptions::new().with_revision(14)))
             .await
             .unwrap_err(),
         Code::OutOfRange,
-        "mvcc: required revision is a future revision",
+        "etcdserver: mvcc: required revision is a future revision",
     );
     assert_err(
         c.compact(6, None).await.unwrap_err(),
         Code::OutOfRange,
-        "mvcc: required revision has been compacted",
+        "etcdserver: mvcc: required revision has been compacted",
     );
     assert_err(
         c.compact(100, None).await.unwrap_err(),
         Code::OutOfRange,
-        "mvcc: required revision is a future revision",
+        "etcdserver: mvcc: required revision is a future revision",
     );
 
     // Physical compaction past a tombstone: the deleted key's history goes, live data stays.

@@ -146,11 +146,11 @@ pub(crate) fn apply_env(
             continue;
         }
         if on_cmdline.contains(long) {
-            warnings.push(format!(
+            // etcd refuses to start rather than guess which of the two the operator meant.
+            return Err(ConfigError::Invalid(format!(
                 "conflicting environment variable {key:?} is shadowed by corresponding \
                  command-line flag (either unset environment variable or disable flag)"
-            ));
-            continue;
+            )));
         }
         let flag = format!("--{long}={value}");
         if let Err(err) = cmd

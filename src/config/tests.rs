@@ -535,28 +535,21 @@ fn a_repeated_flag_takes_the_last_value_like_go() {
 }
 
 #[test]
-fn command_line_beats_env_with_etcds_warning() {
-    let c = parse_env(
+fn env_shadowed_by_a_flag_is_refused_like_etcd() {
+    let err = parse_env(
         &["--name", "from-flag", "--snapshot-count=5"],
-        &[
-            ("ETCD_NAME", "from-env"),
-            ("ETCD_SNAPSHOT_COUNT", "9"),
-            ("ETCD_MAX_TXN_OPS", "3"),
-        ],
+        &[("ETCD_NAME", "from-env"), ("ETCD_MAX_TXN_OPS", "3")],
     )
-    .unwrap();
-    assert_eq!(c.name, "from-flag");
-    assert_eq!(c.snapshot_count, 5);
-    assert_eq!(c.max_txn_ops, 3);
+    .unwrap_err();
     assert_eq!(
-        c.warnings,
-        [
-            "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding \
-             command-line flag (either unset environment variable or disable flag)",
-            "conflicting environment variable \"ETCD_SNAPSHOT_COUNT\" is shadowed by corresponding \
-             command-line flag (either unset environment variable or disable flag)",
-        ]
+        err.to_string(),
+        "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding \
+         command-line flag (either unset environment variable or disable flag)"
     );
+    assert_eq!(err.exit_code(), 1);
+    // Variables for flags not on the command line still apply.
+    let c = parse_env(&["--name", "from-flag"], &[("ETCD_MAX_TXN_OPS", "3")]).unwrap();
+    assert_eq!((c.name.as_str(), c.max_txn_ops), ("from-flag", 3));
 }
 
 #[test]

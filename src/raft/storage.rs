@@ -73,11 +73,12 @@ impl RaftStorage {
                     entries.push(entry);
                 }
                 Record::HardState { term, vote, commit } => {
-                    let mut hs = HardState::default();
-                    hs.term = term;
-                    hs.vote = vote;
-                    hs.commit = commit;
-                    hard_state = Some(hs);
+                    hard_state = Some(HardState {
+                        term,
+                        vote,
+                        commit,
+                        ..Default::default()
+                    });
                 }
             }
         }

@@ -202,13 +202,14 @@ fn create(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
 }
 
 fn to_raft_conf_state(cs: &PbConfState) -> ConfState {
-    let mut out = ConfState::default();
-    out.voters = cs.voters.clone();
-    out.learners = cs.learners.clone();
-    out.voters_outgoing = cs.voters_outgoing.clone();
-    out.learners_next = cs.learners_next.clone();
-    out.auto_leave = cs.auto_leave;
-    out
+    ConfState {
+        voters: cs.voters.clone(),
+        learners: cs.learners.clone(),
+        voters_outgoing: cs.voters_outgoing.clone(),
+        learners_next: cs.learners_next.clone(),
+        auto_leave: cs.auto_leave,
+        ..Default::default()
+    }
 }
 
 fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
