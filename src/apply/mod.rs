@@ -84,11 +84,23 @@ impl Applier {
         while let Ok(task) = rx.recv() {
             match task {
                 ApplyTask::Entries(entries) => {
+                    // One backend batch per raft Ready: sled degrades badly with a batch per
+                    // entry. Clients are answered as entries apply (the WAL already holds them);
+                    // reads inside the group see its writes from memory.
+                    self.store.write().begin_group();
                     let mut last_term = 0;
                     for e in entries {
                         last_term = e.term;
                         self.apply_entry(e);
                     }
+                    let start = Instant::now();
+                    if let Err(e) = self.store.write().end_group() {
+                        tracing::error!(error = %e, index = self.applied_index, "backend commit failed; stopping");
+                        std::process::exit(1);
+                    }
+                    METRICS
+                        .backend_commit
+                        .observe(start.elapsed().as_secs_f64());
                     METRICS.proposals_applied.set(self.applied_index as i64);
                     self.applied_tx.send_replace(self.applied_index);
                     if self.applied_index - self.last_snapshot_index >= self.snapshot_count {
@@ -205,12 +217,7 @@ impl Applier {
             }
             _ => Err(EtcdError::Internal("not a KV request".into())),
         };
-        let start = Instant::now();
-        let committed = txn.commit();
-        METRICS
-            .backend_commit
-            .observe(start.elapsed().as_secs_f64());
-        let rev = match committed {
+        let rev = match txn.commit() {
             Ok(r) => r.rev,
             Err(e) => {
                 // The backend refused a write: state and WAL would diverge. Stop, as etcd does.

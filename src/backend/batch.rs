@@ -9,8 +9,8 @@ use super::{prefixed, Bucket, CONSISTENT_INDEX_KEY};
 /// claims to have applied. A later write to the same key in one batch replaces the earlier one.
 #[derive(Default)]
 pub struct WriteBatch {
-    pub(super) inner: sled::Batch,
-    ops: usize,
+    /// Prefixed key → new value (None = delete), in the order given.
+    ops: Vec<(Vec<u8>, Option<sled::IVec>)>,
 }
 
 impl WriteBatch {
@@ -21,14 +21,12 @@ impl WriteBatch {
 
     /// Sets `key` in `bucket` to `value` when the batch is committed.
     pub fn put(&mut self, bucket: Bucket, key: &[u8], value: impl Into<sled::IVec>) {
-        self.inner.insert(prefixed(bucket, key), value.into());
-        self.ops += 1;
+        self.ops.push((prefixed(bucket, key), Some(value.into())));
     }
 
     /// Removes `key` from `bucket` when the batch is committed (a missing key is fine).
     pub fn delete(&mut self, bucket: Bucket, key: &[u8]) {
-        self.inner.remove(prefixed(bucket, key));
-        self.ops += 1;
+        self.ops.push((prefixed(bucket, key), None));
     }
 
     /// Records the last applied raft index in the same atomic write, so a restart replays the
@@ -39,12 +37,32 @@ impl WriteBatch {
 
     /// True when nothing was added; committing an empty batch is a no-op.
     pub fn is_empty(&self) -> bool {
-        self.ops == 0
+        self.ops.is_empty()
     }
 
     /// Number of puts and deletes added (a key written twice counts twice).
     pub fn len(&self) -> usize {
-        self.ops
+        self.ops.len()
+    }
+
+    /// Moves every write of `other` after this batch's own (so they win on the same key).
+    pub fn append(&mut self, other: WriteBatch) {
+        if self.ops.is_empty() {
+            self.ops = other.ops;
+        } else {
+            self.ops.extend(other.ops);
+        }
+    }
+
+    pub(super) fn into_sled(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
     }
 }
 

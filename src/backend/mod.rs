@@ -218,7 +218,7 @@ impl Backend {
             return Ok(());
         }
         self.db
-            .apply_batch(batch.inner)
+            .apply_batch(batch.into_sled())
             .map_err(|e| self.err("commit", e))
     }
 
@@ -329,6 +329,23 @@ mod tests {
             b.get(Bucket::Members, b"m2").unwrap().unwrap().as_ref(),
             b"y"
         );
+    }
+
+    #[test]
+    fn appended_batches_keep_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = open(tmp.path());
+        let mut first = WriteBatch::new();
+        first.put(Bucket::Auth, b"k", &b"1"[..]);
+        first.put(Bucket::Auth, b"gone", &b"1"[..]);
+        let mut second = WriteBatch::new();
+        second.put(Bucket::Auth, b"k", &b"2"[..]);
+        second.delete(Bucket::Auth, b"gone");
+        first.append(second);
+        assert_eq!(first.len(), 4);
+        b.commit(first).unwrap();
+        assert_eq!(b.get(Bucket::Auth, b"k").unwrap().unwrap().as_ref(), b"2");
+        assert!(b.get(Bucket::Auth, b"gone").unwrap().is_none());
     }
 
     #[test]

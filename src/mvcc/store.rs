@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::compaction::Compaction;
+use super::group::Group;
 use super::index::{Index, KeyRange};
 use super::kv::{decode, decode_ref};
 use super::txn::WriteTxn;
@@ -41,6 +42,8 @@ pub struct Store {
     pub(super) current_rev: i64,
     pub(super) compact_rev: i64,
     restored_leases: Vec<(Vec<u8>, i64)>,
+    /// Open group commit, if any (see `group.rs`).
+    pub(super) group: Option<Group>,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +119,7 @@ impl Store {
             current_rev,
             compact_rev,
             restored_leases: leases.into_iter().collect(),
+            group: None,
         };
         Ok((store, resume))
     }
@@ -172,7 +176,8 @@ impl Store {
 
     /// Compacts history at `rev`: the index is compacted now, and `rev` is persisted as the
     /// scheduled compaction together with `consistent_index`; the returned [`Compaction`]
-    /// deletes the dead revisions from the backend (run it off the applier's thread).
+    /// deletes the dead revisions from the backend (run it off the applier's thread). An open
+    /// group is committed first and stays open.
     pub fn compact(&mut self, rev: i64, consistent_index: u64) -> Result<Compaction, MvccError> {
         if rev <= self.compact_rev {
             return Err(MvccError::Compacted);
@@ -180,6 +185,8 @@ impl Store {
         if rev > self.current_rev {
             return Err(MvccError::FutureRev);
         }
+        // The physical compaction must find every revision <= rev in the backend.
+        self.flush_group()?;
         let mut batch = WriteBatch::new();
         batch.put(
             Bucket::Meta,
@@ -234,6 +241,9 @@ impl Store {
 
     /// Reads the put of `key` at `rev` from the backend.
     pub(super) fn read_kv(&self, key: &[u8], rev: Revision) -> Result<KeyValue, MvccError> {
+        if let Some(kv) = self.group_value(rev) {
+            return Ok(kv.clone());
+        }
         let raw = self
             .backend
             .get(Bucket::Key, &rev.to_bytes())?

@@ -897,10 +897,24 @@ fn random_histories_match_model_across_compaction_and_restart() {
         let mut history: Vec<State> = vec![State::new(), State::new()];
         let (mut s, _) = open_at(tmp.path());
         for round in 0..4 {
-            for _ in 0..60 {
-                random_txn(&mut rng, &mut s, &mut history);
+            for _ in 0..6 {
+                // some stretches grouped (one backend batch), some not
+                let grouped = rng.below(2) == 0;
+                if grouped {
+                    s.begin_group();
+                }
+                for _ in 0..10 {
+                    random_txn(&mut rng, &mut s, &mut history);
+                }
+                if grouped && rng.below(2) == 0 {
+                    check_history(&s, &history); // reads served from the open group
+                }
+                s.end_group().unwrap();
             }
             check_history(&s, &history);
+            if round == 1 {
+                s.begin_group(); // compaction inside an open group
+            }
             // compact somewhere between the last compaction and now
             let lo = s.compact_revision().max(0) + 1;
             let cur = s.current_revision();
@@ -914,6 +928,7 @@ fn random_histories_match_model_across_compaction_and_restart() {
                 // else: left unfinished; resumed on open
             }
             check_history(&s, &history);
+            s.end_group().unwrap();
             let (cur, comp, keys) = (s.current_revision(), s.compact_revision(), s.keys_total());
             drop(s);
             let (s2, resume) = open_at(tmp.path());
@@ -962,4 +977,60 @@ fn compaction_runs_beside_reads_and_writes() {
     assert_eq!(s.current_revision(), 3301);
     // 50 kept at the compaction revision + 300 newer
     assert_eq!(backend_revs(s.backend()).len(), 350);
+}
+
+#[test]
+fn group_commit_is_one_batch_and_visible_before_it() {
+    let (tmp, mut s) = fresh();
+    let mut t = s.write(10);
+    t.put(b"a", b"0", 0);
+    t.commit().unwrap(); // 2, outside any group
+    s.begin_group();
+    assert!(s.in_group());
+    for (i, ci) in (11..14).enumerate() {
+        let mut t = s.write(ci);
+        let prev = t.put(b"a", format!("{}", i + 1).as_bytes(), 0);
+        assert_eq!(prev.unwrap().value, format!("{i}").into_bytes());
+        t.put(format!("k{i}").as_bytes(), b"v", 0);
+        t.commit().unwrap();
+    }
+    // a no-op txn does not move the group's consistent index
+    s.write(14).commit().unwrap();
+    // visible through the store...
+    assert_eq!(s.current_revision(), 5);
+    assert_eq!(get(&s, b"a", 0), Some(kv(b"a", b"3", 2, 5, 4)));
+    assert_eq!(get(&s, b"a", 3), Some(kv(b"a", b"1", 2, 3, 2)));
+    assert_eq!(s.range(b"k", b"l", &at(0)).unwrap().kvs.len(), 3);
+    let mut t = s.write(15);
+    assert_eq!(t.delete_range(b"k", b"l").len(), 3);
+    t.commit().unwrap(); // 6
+                         // ...but not yet in the backend
+    assert_eq!(backend_revs(s.backend()), vec![(2, 0, false)]);
+    assert_eq!(s.backend().consistent_index().unwrap(), 10);
+    s.end_group().unwrap();
+    assert!(!s.in_group());
+    assert_eq!(backend_revs(s.backend()).len(), 10);
+    assert_eq!(s.backend().consistent_index().unwrap(), 15);
+
+    // a crash inside a group loses the whole group, consistently with the consistent index
+    s.begin_group();
+    put(&mut s, b"lost", b"x"); // 7
+    assert_eq!(get(&s, b"lost", 0).unwrap().mod_revision, 7);
+    drop(s);
+    let (s, _) = open_at(tmp.path());
+    assert_eq!(s.current_revision(), 6);
+    assert_eq!(s.backend().consistent_index().unwrap(), 15);
+    assert_eq!(get(&s, b"lost", 0), None);
+    assert_eq!(get(&s, b"a", 0), Some(kv(b"a", b"3", 2, 5, 4)));
+    assert_eq!(s.keys_total(), 1);
+}
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Store>();
+    send_sync::<Backend>();
+    send::<Compaction>();
+    send::<WriteBatch>();
 }

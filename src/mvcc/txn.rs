@@ -23,7 +23,8 @@ pub struct TxnResult {
 ///
 /// Changes go to a write batch and a per-transaction overlay; the shared key index is only
 /// updated after the backend accepted the batch, so a failed commit (or a dropped transaction)
-/// leaves the store exactly as it was. Reads inside the transaction see its own changes.
+/// leaves the store exactly as it was (inside a group, see `Store::begin_group`, the batch
+/// joins the group's instead). Reads inside the transaction see its own changes.
 ///
 /// `put` and `delete_range` read previous values from the backend; if such a read fails, the
 /// transaction is poisoned: the methods carry on with what they know and [`WriteTxn::commit`]
@@ -278,7 +279,8 @@ impl<'a> WriteTxn<'a> {
     /// the backend in one batch, then the index is updated and the revision bumped (only if a
     /// key changed). When the batch is empty (nothing changed, no extra writes) nothing is
     /// written, not even the consistent index: replaying such an entry after a restart is a
-    /// no-op anyway.
+    /// no-op anyway. Inside a group (`Store::begin_group`) the writes join the group's batch
+    /// instead and reach the backend at `Store::end_group`.
     pub fn commit(self) -> Result<TxnResult, MvccError> {
         let WriteTxn {
             store,
@@ -292,7 +294,19 @@ impl<'a> WriteTxn<'a> {
         if let Some(e) = failed {
             return Err(e);
         }
-        if !batch.is_empty() {
+        if let Some(group) = store.group.as_mut() {
+            if !batch.is_empty() {
+                group.batch.append(batch);
+                group.consistent_index = Some(consistent_index);
+            }
+            for (sub, event) in events.iter().enumerate() {
+                if event.kind == EventType::Put {
+                    group
+                        .values
+                        .insert(Revision::new(rev, sub as i64), event.kv.clone());
+                }
+            }
+        } else if !batch.is_empty() {
             batch.set_consistent_index(consistent_index);
             store.backend.commit(batch)?;
         }

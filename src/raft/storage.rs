@@ -202,3 +202,88 @@ impl Storage for RaftStorage {
         self.mem.snapshot(request_index, to)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Record {
+        let e = Entry {
+            index,
+            term,
+            data: vec![index as u8].into(),
+            ..Default::default()
+        };
+        Record::Entry {
+            index,
+            term,
+            data: e.write_to_bytes().unwrap(),
+        }
+    }
+
+    fn voters() -> ConfState {
+        ConfState {
+            voters: vec![1],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_point_written_after_newer_entries_keeps_them() {
+        let mut recs: Vec<Record> = (1..=12).map(|i| entry(i, 1)).collect();
+        recs.push(Record::Snapshot { index: 10, term: 1 });
+        recs.push(entry(13, 1));
+        recs.push(Record::HardState {
+            term: 1,
+            vote: 1,
+            commit: 13,
+        });
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!((r.storage.first_index(), r.storage.last_index()), (11, 13));
+        assert_eq!(r.snapshot, Some((10, 1)));
+        assert_eq!(
+            r.storage.term(10).unwrap(),
+            1,
+            "the snapshot point's term is known"
+        );
+        assert_eq!(r.storage.hard_state().commit, 13);
+    }
+
+    #[test]
+    fn later_entries_overwrite_a_conflicting_tail() {
+        let recs = vec![
+            entry(1, 1),
+            entry(2, 1),
+            entry(3, 1),
+            entry(2, 2),
+            entry(3, 2),
+            entry(4, 2),
+        ];
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!(r.storage.last_index(), 4);
+        assert_eq!(r.storage.term(2).unwrap(), 2);
+        assert_eq!(r.storage.term(1).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_gap_is_an_error_and_commit_is_clamped() {
+        let err = RaftStorage::restore(voters(), vec![entry(1, 1), entry(3, 1)])
+            .err()
+            .unwrap();
+        assert!(err.contains("missing raft entries 2..2"), "{err}");
+        let recs = vec![
+            entry(1, 1),
+            Record::HardState {
+                term: 1,
+                vote: 1,
+                commit: 9,
+            },
+        ];
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!(
+            r.storage.hard_state().commit,
+            1,
+            "commit never exceeds the log"
+        );
+    }
+}

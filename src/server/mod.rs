@@ -179,7 +179,7 @@ impl EtcdServer {
         {
             let s = store.read();
             METRICS.current_revision.set(s.current_revision());
-            METRICS.compact_revision.set(s.compact_revision());
+            METRICS.compact_revision.set(s.compact_revision().max(0));
             METRICS.keys_total.set(s.keys_total() as i64);
         }
 
