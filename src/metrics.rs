@@ -8,8 +8,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric ferrocd exports.
@@ -83,12 +83,6 @@ pub struct Metrics {
     pub health_success: IntCounter,
     /// Health checks that failed.
     pub health_failures: IntCounter,
-    /// Client requests by type (labels type, client_api_version).
-    pub client_requests: IntCounterVec,
-    /// gRPC calls finished (labels grpc_type, grpc_service, grpc_method, grpc_code).
-    pub grpc_handled: IntCounterVec,
-    /// gRPC calls started (labels grpc_type, grpc_service, grpc_method).
-    pub grpc_started: IntCounterVec,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -107,12 +101,6 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
-}
-
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
 }
 
 /// etcd's disk latency buckets: 1 ms doubling 14 times (up to ~8 s).
@@ -175,9 +163,6 @@ impl Metrics {
             cluster_version: gauge_vec(&r, "etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version", &["cluster_version"]),
             health_success: counter(&r, "etcd_server_health_success", "The total number of successful health checks"),
             health_failures: counter(&r, "etcd_server_health_failures", "The total number of failed health checks"),
-            client_requests: counter_vec(&r, "etcd_server_client_requests_total", "The total number of client requests per client version.", &["type", "client_api_version"]),
-            grpc_handled: counter_vec(&r, "grpc_server_handled_total", "Total number of RPCs completed on the server, regardless of success or failure.", &["grpc_type", "grpc_service", "grpc_method", "grpc_code"]),
-            grpc_started: counter_vec(&r, "grpc_server_started_total", "Total number of RPCs started on the server.", &["grpc_type", "grpc_service", "grpc_method"]),
             registry: r,
         }
     }
