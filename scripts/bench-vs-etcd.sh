@@ -57,7 +57,7 @@ stop() {
 }
 
 record() { # system round workload json
-  python3 -c 'import json,sys; d=json.loads(sys.argv[4]); print(json.dumps({"system":sys.argv[1],"round":int(sys.argv[2]),"workload":sys.argv[3],"p50":d["percentiles"]["p50.0"],"p99":d["percentiles"]["p99.0"],"rps":d["requests_per_sec"],"errors":sum(d["errors"].values())}))' "$@" >>"$RESULTS"
+  python3 -c 'import json,sys; d=json.loads(sys.argv[4]); print(json.dumps({"system":sys.argv[1],"round":int(sys.argv[2]),"workload":sys.argv[3],"p50":d["percentiles"]["p50"],"p99":d["percentiles"]["p99"],"rps":d["requests_per_sec"],"errors":sum(d["errors"].values())}))' "$@" >>"$RESULTS"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -89,5 +89,5 @@ for wl in ["put-seq-1client", "get-linearizable-1client", "get-serializable-1cli
 e, f = med("etcd", "rss_bytes", "value"), med("ferrocd", "rss_bytes", "value")
 print(f"{'rss after run':28} {'MiB':8} {e/2**20:12.1f} {f/2**20:12.1f} {e/f:7.2f}")
 errs = sum(r.get("errors", 0) for r in rows)
-print(f"\nfsync floor (2300 B write + fdatasync): p50 {fsync['percentiles']['p50.0']*1e3:.3f} ms, p99 {fsync['percentiles']['p99.0']*1e3:.3f} ms; request errors: {errs}")
+print(f"\nfsync floor (2300 B write + fdatasync): p50 {fsync['percentiles']['p50']*1e3:.3f} ms, p99 {fsync['percentiles']['p99']*1e3:.3f} ms; request errors: {errs}")
 PY

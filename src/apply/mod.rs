@@ -7,7 +7,7 @@
 pub mod alarm;
 pub mod kv;
 
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,13 @@ pub enum ApplyResponse {
     /// An Alarm request.
     Alarm(AlarmResponse),
 }
+
+/// How long applied writes may sit in memory before the backend commit (etcd's
+/// `--backend-batch-interval` default).
+const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How many applied entries may sit in memory before the backend commit (etcd's
+/// `--backend-batch-limit` default).
+const BATCH_LIMIT: usize = 10_000;
 
 /// What a waiting client receives.
 pub type ApplyResult = Result<ApplyResponse, EtcdError>;
@@ -80,36 +87,72 @@ pub struct Applier {
 
 impl Applier {
     /// Applies tasks until the raft loop hangs up.
+    ///
+    /// Writes reach the backend in groups, like etcd's batched bbolt commits: a group stays
+    /// open across raft Readies and is committed every [`BATCH_INTERVAL`] or
+    /// [`BATCH_LIMIT`] entries, before a snapshot point and at exit. Clients are answered as
+    /// entries apply (the WAL already holds them durably) and reads see the group from memory;
+    /// a crash loses only backend work that the WAL replays.
     pub fn run(mut self, rx: Receiver<ApplyTask>) {
-        while let Ok(task) = rx.recv() {
-            match task {
-                ApplyTask::Entries(entries) => {
-                    // One backend batch per raft Ready: sled degrades badly with a batch per
-                    // entry. Clients are answered as entries apply (the WAL already holds them);
-                    // reads inside the group see its writes from memory.
-                    self.store.write().begin_group();
+        let mut group: Option<(Instant, usize)> = None;
+        loop {
+            let wait = group
+                .map(|(start, _)| {
+                    (start + BATCH_INTERVAL).saturating_duration_since(Instant::now())
+                })
+                .unwrap_or(Duration::from_secs(3600));
+            match rx.recv_timeout(wait) {
+                Ok(ApplyTask::Entries(entries)) => {
+                    let (_, applied) = group.get_or_insert_with(|| {
+                        self.store.write().begin_group();
+                        (Instant::now(), 0)
+                    });
+                    *applied += entries.len();
                     let mut last_term = 0;
                     for e in entries {
                         last_term = e.term;
                         self.apply_entry(e);
                     }
-                    let start = Instant::now();
-                    if let Err(e) = self.store.write().end_group() {
-                        tracing::error!(error = %e, index = self.applied_index, "backend commit failed; stopping");
-                        std::process::exit(1);
-                    }
-                    METRICS
-                        .backend_commit
-                        .observe(start.elapsed().as_secs_f64());
                     METRICS.proposals_applied.set(self.applied_index as i64);
                     self.applied_tx.send_replace(self.applied_index);
-                    if self.applied_index - self.last_snapshot_index >= self.snapshot_count {
+                    let snapshot_due =
+                        self.applied_index - self.last_snapshot_index >= self.snapshot_count;
+                    let (start, n) = group.expect("group opened above");
+                    if snapshot_due || n >= BATCH_LIMIT || start.elapsed() >= BATCH_INTERVAL {
+                        self.end_group();
+                        group = None;
+                    }
+                    if snapshot_due {
                         self.snapshot_point(last_term);
                     }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if group.take().is_some() {
+                        self.end_group();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if group.take().is_some() {
+                        self.end_group();
+                    }
+                    break;
                 }
             }
         }
         tracing::info!("applier stopped");
+    }
+
+    /// Commits the open group to the backend. A backend that refuses a write would let state
+    /// and WAL diverge, so that stops the member, as etcd does.
+    fn end_group(&mut self) {
+        let start = Instant::now();
+        if let Err(e) = self.store.write().end_group() {
+            tracing::error!(error = %e, index = self.applied_index, "backend commit failed; stopping");
+            std::process::exit(1);
+        }
+        METRICS
+            .backend_commit
+            .observe(start.elapsed().as_secs_f64());
     }
 
     /// Makes the backend durable through the applied index and tells raft it may drop the log
