@@ -83,6 +83,16 @@ pub struct Metrics {
     pub health_success: IntCounter,
     /// Health checks that failed.
     pub health_failures: IntCounter,
+    /// Watchers (etcd counts a compaction-canceled watcher until its id is released).
+    pub watchers: IntGauge,
+    /// Open watch streams.
+    pub watch_streams: IntGauge,
+    /// Watchers catching up (unsynced).
+    pub slow_watchers: IntGauge,
+    /// Events queued for streams but not yet sent.
+    pub watch_pending_events: IntGauge,
+    /// Events sent to watch streams.
+    pub watch_events: IntCounter,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -163,6 +173,11 @@ impl Metrics {
             cluster_version: gauge_vec(&r, "etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version", &["cluster_version"]),
             health_success: counter(&r, "etcd_server_health_success", "The total number of successful health checks"),
             health_failures: counter(&r, "etcd_server_health_failures", "The total number of failed health checks"),
+            watchers: gauge(&r, "etcd_debugging_mvcc_watcher_total", "Total number of watchers."),
+            watch_streams: gauge(&r, "etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams."),
+            slow_watchers: gauge(&r, "etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers."),
+            watch_pending_events: gauge(&r, "etcd_debugging_mvcc_pending_events_total", "Total number of pending events to be sent."),
+            watch_events: counter(&r, "etcd_debugging_mvcc_events_total", "Total number of events sent by this member."),
             registry: r,
         }
     }

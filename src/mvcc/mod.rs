@@ -21,6 +21,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod txn;
+pub mod watch;
 
 pub use compaction::Compaction;
 pub use history::events_between;
