@@ -6,6 +6,7 @@ pub mod http;
 pub mod kv;
 pub mod kv_check;
 pub mod maintenance;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::error::ServerError;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::server::EtcdServer;
 
 /// gRPC's receive limit over `--max-request-bytes`, as etcd allows for message framing.
@@ -54,8 +56,12 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(max_recv);
+    let watch = WatchServer::new(watch::WatchService::new(server.clone(), cfg, max_recv))
+        .max_decoding_message_size(max_recv)
+        .max_encoding_message_size(usize::MAX);
     let routes = Routes::from(http::router(server.clone()))
         .add_service(kv)
+        .add_service(watch)
         .add_service(maintenance)
         .add_service(cluster);
     let local = listener.local_addr().ok();

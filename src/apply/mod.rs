@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use crate::backend::{Backend, WriteBatch};
 use crate::error::EtcdError;
 use crate::metrics::METRICS;
+use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{Compaction, Store};
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest,
@@ -83,6 +84,8 @@ pub struct Applier {
     pub applied_index: u64,
     /// Index of the last snapshot point.
     pub last_snapshot_index: u64,
+    /// Where committed revisions' events go to reach watchers.
+    pub watch: Arc<WatchHub>,
 }
 
 impl Applier {
@@ -146,10 +149,14 @@ impl Applier {
     /// and WAL diverge, so that stops the member, as etcd does.
     fn end_group(&mut self) {
         let start = Instant::now();
-        if let Err(e) = self.store.write().end_group() {
+        let mut store = self.store.write();
+        if let Err(e) = store.end_group() {
             tracing::error!(error = %e, index = self.applied_index, "backend commit failed; stopping");
             std::process::exit(1);
         }
+        let committed = store.current_revision();
+        drop(store);
+        self.watch.committed(committed);
         METRICS
             .backend_commit
             .observe(start.elapsed().as_secs_f64());
@@ -261,7 +268,11 @@ impl Applier {
             _ => Err(EtcdError::Internal("not a KV request".into())),
         };
         let rev = match txn.commit() {
-            Ok(r) => r.rev,
+            Ok(r) => {
+                // Under the store lock, so a reader that sees the revision also finds it there.
+                self.watch.notify(r.rev, r.events);
+                r.rev
+            }
             Err(e) => {
                 // The backend refused a write: state and WAL would diverge. Stop, as etcd does.
                 tracing::error!(error = %e, index, "backend commit failed; stopping");
@@ -303,6 +314,9 @@ impl Applier {
         let rev = store.current_revision();
         METRICS.compact_revision.set(c.revision);
         drop(store);
+        // Before the physical compaction starts: watchers behind it are canceled first.
+        self.watch.committed(rev);
+        self.watch.compacted(c.revision);
         let (done, rx) = oneshot::channel();
         if self
             .compactor

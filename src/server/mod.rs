@@ -22,6 +22,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{EtcdError, ServerError};
 use crate::metrics::METRICS;
+use crate::mvcc::watch::{HubConfig, WatchHub};
 use crate::mvcc::Store;
 use crate::proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
@@ -65,6 +66,7 @@ pub struct EtcdServer {
     max_request_bytes: usize,
     request_timeout: Duration,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    watch: Arc<WatchHub>,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
@@ -86,6 +88,13 @@ impl EtcdServer {
         let member_id = boot.member_id;
         let alarms = Arc::new(Alarms::load(&boot.backend)?);
         let store = Arc::new(RwLock::new(boot.store));
+        let watch = WatchHub::start(store.clone(), HubConfig::default()).map_err(|source| {
+            ServerError::Io {
+                what: "cannot start thread",
+                path: "watch hub".into(),
+                source,
+            }
+        })?;
         let wait: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
         let status = Arc::new(RaftStatus::default());
         let reads = ReadIndex::new();
@@ -136,6 +145,7 @@ impl EtcdServer {
             snapshot_count: cfg.snapshot_count.max(1),
             applied_index: boot.consistent_index,
             last_snapshot_index: boot.snapshot_index,
+            watch: watch.clone(),
         };
         if let Some(c) = boot.pending_compaction {
             let (done, _) = tokio::sync::oneshot::channel();
@@ -200,6 +210,7 @@ impl EtcdServer {
             max_request_bytes: cfg.max_request_bytes,
             request_timeout,
             threads: Mutex::new(threads),
+            watch,
         }))
     }
 
@@ -216,6 +227,7 @@ impl EtcdServer {
             }
             let _ = t.join();
         }
+        self.watch.stop();
         if let Err(e) = self.backend.flush() {
             tracing::error!(error = %e, "final backend flush failed");
         }
@@ -447,6 +459,11 @@ impl EtcdServer {
         METRICS.db_total_size_debugging.set(size);
         METRICS.db_total_size_in_use.set(size);
         size
+    }
+
+    /// The watch hub (the Watch service opens its streams here).
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.watch
     }
 
     /// How long a proposal may wait before `request timed out`.

@@ -560,14 +560,13 @@ impl WatchHub {
         }
         st.watchers.insert(id, w);
         METRICS.watchers.inc();
-        if place == Place::Unsynced {
-            if st.compact_rev > 0 && next_rev < st.compact_rev {
-                cancel_compacted(st, id);
-            } else {
-                self.syncer.raise();
-            }
-            update_slow_gauge(st);
+        if start > 0 && st.compact_rev > 0 && start < st.compact_rev {
+            // Even if the ring still holds those revisions: etcd refuses a compacted start.
+            cancel_compacted(st, id);
+        } else if place == Place::Unsynced {
+            self.syncer.raise();
         }
+        update_slow_gauge(st);
     }
 
     fn cancel(&self, sid: StreamId, watch_id: i64) -> bool {
@@ -1060,15 +1059,12 @@ fn check_progress(st: &mut State) {
             done.push(sid);
             continue;
         };
-        if stream.ids.is_empty() {
-            // etcd sends nothing for a stream without watchers.
-            done.push(sid);
-            continue;
-        }
+        // A watcher canceled by compaction gets nothing more, so it does not hold the answer
+        // back (etcd 3.4 answers then too); a stream without watchers is answered at once.
         let all_synced = stream.ids.values().all(|id| {
             st.watchers
                 .get(id)
-                .is_some_and(|w| is_synced(w, dispatched))
+                .is_some_and(|w| w.where_ == Place::Compacted || is_synced(w, dispatched))
         });
         if all_synced {
             stream.queue.push_control(Outgoing::Control(Control {

@@ -1,0 +1,383 @@
+//! The Watch service: one bidirectional stream per client carrying many watchers.
+//!
+//! A reader task turns requests into hub calls (create, cancel, progress); the response
+//! stream pops the hub's queue for this stream, adds headers, strips `prev_kv` where not
+//! asked for and splits responses of `fragment` watchers as etcd does. The stream also runs
+//! the periodic progress notifications and, for clients that sent `hasleader`, etcd's
+//! leader monitor.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use prost::Message as _;
+use rand::Rng as _;
+use tokio::sync::oneshot;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::Config;
+use crate::error::EtcdError;
+use crate::mvcc::watch::{Control, Outgoing, WatchStreamHandle, INVALID_WATCH_ID};
+use crate::proto::etcdserverpb::watch_request::RequestUnion;
+use crate::proto::etcdserverpb::watch_server::Watch;
+use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::proto::mvccpb;
+use crate::server::EtcdServer;
+
+/// etcd refuses progress intervals below this and uses it instead.
+const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// gRPC metadata a client sends to require a leader (etcd's `rpctypes.MetadataRequireLeaderKey`).
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+/// Election timeouts without a leader before etcd cancels `hasleader` streams.
+const MAX_NO_LEADER_CHECKS: u32 = 3;
+
+/// `etcdserverpb.Watch` over the server's watch hub.
+pub struct WatchService {
+    server: Arc<EtcdServer>,
+    progress_interval: Duration,
+    election_timeout: Duration,
+    /// Responses of `fragment` watchers are split above this (etcd: max request bytes plus
+    /// gRPC overhead).
+    fragment_bytes: usize,
+}
+
+impl WatchService {
+    /// A watch service with the member's progress interval and election timeout.
+    pub fn new(server: Arc<EtcdServer>, cfg: &Config, fragment_bytes: usize) -> Self {
+        let mut progress_interval = cfg.watch_progress_notify_interval;
+        if progress_interval < MIN_PROGRESS_INTERVAL {
+            tracing::warn!(
+                requested_ms = progress_interval.as_millis() as u64,
+                "adjusting watch progress notify interval to the minimum of 100ms"
+            );
+            progress_interval = MIN_PROGRESS_INTERVAL;
+        }
+        WatchService {
+            server,
+            progress_interval,
+            election_timeout: cfg.election_timeout.max(Duration::from_millis(1)),
+            fragment_bytes,
+        }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = req
+            .metadata()
+            .get(REQUIRE_LEADER_KEY)
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if require_leader && self.server.leader() == 0 {
+            return Err(EtcdError::NoLeader.into());
+        }
+        let inbound = req.into_inner();
+        let handle = Arc::new(self.server.watch_hub().open_stream());
+        let (closed_tx, closed_rx) = oneshot::channel();
+        tokio::spawn(read_requests(handle.clone(), inbound, closed_rx));
+
+        // etcd adds up to a tenth of the interval as jitter so streams opened together do
+        // not notify together.
+        let jitter_ms = (self.progress_interval.as_millis() as u64 / 10).max(1);
+        let period =
+            self.progress_interval + Duration::from_millis(rand::rng().random_range(0..jitter_ms));
+        let mut progress = interval_at(Instant::now() + period, period);
+        progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let leader = require_leader.then(|| {
+            let mut i = interval_at(
+                Instant::now() + self.election_timeout,
+                self.election_timeout,
+            );
+            i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            i
+        });
+        let sender = Sender {
+            handle,
+            server: self.server.clone(),
+            pending: VecDeque::new(),
+            progress,
+            leader,
+            no_leader: 0,
+            fragment_bytes: self.fragment_bytes,
+            done: false,
+            _closed: closed_tx,
+        };
+        let stream = futures::stream::unfold(sender, |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Reads the client's requests until it closes its side or the response stream is gone.
+/// A half-close keeps the stream open (etcd keeps sending until the client cancels).
+async fn read_requests(
+    handle: Arc<WatchStreamHandle>,
+    mut inbound: Streaming<WatchRequest>,
+    mut closed: oneshot::Receiver<()>,
+) {
+    loop {
+        // A client that sends requests but does not read the replies waits here, so the
+        // replies queued for it stay bounded (etcd blocks its receive loop the same way).
+        tokio::select! {
+            _ = handle.queue().wait_room() => {}
+            _ = &mut closed => return,
+        }
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            _ = &mut closed => return,
+        };
+        match msg {
+            Ok(Some(req)) => handle_request(&handle, req),
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(error = %status, "watch stream receive ended");
+                return;
+            }
+        }
+    }
+}
+
+fn handle_request(handle: &WatchStreamHandle, req: WatchRequest) {
+    match req.request_union {
+        Some(RequestUnion::CreateRequest(c)) => {
+            if c.start_revision < 0 {
+                handle.push_control(Control {
+                    watch_id: INVALID_WATCH_ID,
+                    revision: handle.revision(),
+                    created: true,
+                    canceled: true,
+                    cancel_reason: EtcdError::Compacted.to_string(),
+                    ..Control::default()
+                });
+                return;
+            }
+            handle.create(&c);
+        }
+        Some(RequestUnion::CancelRequest(c)) => {
+            handle.cancel(c.watch_id);
+        }
+        Some(RequestUnion::ProgressRequest(_)) => handle.request_progress(),
+        None => tracing::debug!("empty watch request ignored"),
+    }
+}
+
+/// The response side of one stream.
+struct Sender {
+    handle: Arc<WatchStreamHandle>,
+    server: Arc<EtcdServer>,
+    /// Fragments of a split response still to send.
+    pending: VecDeque<WatchResponse>,
+    progress: Interval,
+    leader: Option<Interval>,
+    no_leader: u32,
+    fragment_bytes: usize,
+    done: bool,
+    /// Dropped with the stream: tells the request reader to stop.
+    _closed: oneshot::Sender<()>,
+}
+
+impl Sender {
+    async fn next(&mut self) -> Option<Result<WatchResponse, Status>> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.done {
+                return None;
+            }
+            let Sender {
+                handle,
+                progress,
+                leader,
+                ..
+            } = self;
+            let leader_tick = async {
+                match leader {
+                    Some(i) => {
+                        i.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                m = handle.next() => match m {
+                    Some(m) => self.build(m),
+                    None => return None,
+                },
+                _ = progress.tick() => handle.progress_tick(),
+                _ = leader_tick => {
+                    if self.server.leader() == 0 {
+                        self.no_leader += 1;
+                    } else {
+                        self.no_leader = 0;
+                    }
+                    if self.no_leader >= MAX_NO_LEADER_CHECKS {
+                        self.done = true;
+                        return Some(Err(EtcdError::NoLeader.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn build(&mut self, m: Outgoing) {
+        match m {
+            Outgoing::Control(c) => self.pending.push_back(WatchResponse {
+                header: Some(self.server.header(c.revision)),
+                watch_id: c.watch_id,
+                created: c.created,
+                canceled: c.canceled,
+                compact_revision: c.compact_revision,
+                cancel_reason: c.cancel_reason,
+                fragment: false,
+                events: Vec::new(),
+            }),
+            Outgoing::Events(e) => {
+                let events = e
+                    .events
+                    .iter()
+                    .map(|r| {
+                        let ev = r.event();
+                        mvccpb::Event {
+                            r#type: ev.r#type,
+                            kv: ev.kv.clone(),
+                            prev_kv: if e.prev_kv { ev.prev_kv.clone() } else { None },
+                        }
+                    })
+                    .collect();
+                let wr = WatchResponse {
+                    header: Some(self.server.header(e.revision)),
+                    watch_id: e.watch_id,
+                    events,
+                    ..WatchResponse::default()
+                };
+                if e.fragment {
+                    fragments(wr, self.fragment_bytes, &mut self.pending);
+                } else {
+                    self.pending.push_back(wr);
+                }
+            }
+        }
+    }
+}
+
+/// etcd's `sendFragments`: a response of at least `max_bytes` with two or more events is cut
+/// into responses that each stay below `max_bytes` (a single event may exceed it), all but
+/// the last marked `fragment`.
+fn fragments(wr: WatchResponse, max_bytes: usize, out: &mut VecDeque<WatchResponse>) {
+    if wr.encoded_len() < max_bytes || wr.events.len() < 2 {
+        out.push_back(wr);
+        return;
+    }
+    let WatchResponse {
+        header,
+        watch_id,
+        created,
+        canceled,
+        compact_revision,
+        cancel_reason,
+        events,
+        ..
+    } = wr;
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let mut cur = WatchResponse {
+            header: header.clone(),
+            watch_id,
+            created,
+            canceled,
+            compact_revision,
+            cancel_reason: cancel_reason.clone(),
+            fragment: true,
+            events: Vec::new(),
+        };
+        while let Some(ev) = events.next_if(|ev| {
+            cur.events.is_empty()
+                || cur.encoded_len() + 1 + length_delimited_len(ev.encoded_len()) < max_bytes
+        }) {
+            cur.events.push(ev);
+        }
+        cur.fragment = events.peek().is_some();
+        out.push_back(cur);
+    }
+}
+
+/// Bytes of a length-delimited field body of `n` bytes (varint length prefix plus body).
+fn length_delimited_len(n: usize) -> usize {
+    prost::encoding::encoded_len_varint(n as u64) + n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, value_len: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            r#type: 0,
+            kv: Some(mvccpb::KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'x'; value_len],
+                mod_revision: 5,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn fragments_split_like_etcd() {
+        let wr = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|i| event(&format!("k{i}"), 100)).collect(),
+            ..Default::default()
+        };
+        // small enough: one response, not marked
+        let mut out = VecDeque::new();
+        fragments(wr.clone(), 10_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].fragment);
+        // each fragment stays below the limit; all but the last are marked; order kept
+        let mut out = VecDeque::new();
+        fragments(wr.clone(), 400, &mut out);
+        assert!(out.len() > 1);
+        let mut keys = Vec::new();
+        for (i, f) in out.iter().enumerate() {
+            assert!(f.encoded_len() < 400, "fragment {i} is {}", f.encoded_len());
+            assert_eq!(f.fragment, i + 1 < out.len());
+            assert_eq!(f.watch_id, 3);
+            keys.extend(f.events.iter().map(|e| e.kv.as_ref().unwrap().key.clone()));
+        }
+        let want: Vec<Vec<u8>> = (0..10).map(|i| format!("k{i}").into_bytes()).collect();
+        assert_eq!(keys, want);
+        // a single event larger than the limit still goes out whole
+        let big = WatchResponse {
+            events: vec![event("a", 1000)],
+            ..Default::default()
+        };
+        let mut out = VecDeque::new();
+        fragments(big, 100, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].fragment);
+        // two large events: one per fragment
+        let two = WatchResponse {
+            events: vec![event("a", 1000), event("b", 1000)],
+            ..Default::default()
+        };
+        let mut out = VecDeque::new();
+        fragments(two, 100, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].fragment && !out[1].fragment);
+    }
+}
