@@ -107,7 +107,7 @@ impl Watch for WatchService {
             pending: VecDeque::new(),
             progress,
             leader,
-            no_leader: 0,
+            no_leader: LeaderMonitor::default(),
             fragment_bytes: self.fragment_bytes,
             done: false,
             _closed: closed_tx,
@@ -140,7 +140,10 @@ async fn read_requests(
         };
         match msg {
             Ok(Some(req)) => handle_request(&handle, req),
-            Ok(None) => return,
+            Ok(None) => {
+                tracing::debug!("watch stream half-closed by the client");
+                return;
+            }
             Err(status) => {
                 tracing::debug!(error = %status, "watch stream receive ended");
                 return;
@@ -173,6 +176,26 @@ fn handle_request(handle: &WatchStreamHandle, req: WatchRequest) {
     }
 }
 
+/// etcd's leader monitor for `hasleader` streams: existing streams are canceled only after
+/// the member went `MAX_NO_LEADER_CHECKS` election timeouts in a row without a leader
+/// (reconnecting streams costs more than refusing new ones, which happens at once).
+#[derive(Debug, Default)]
+struct LeaderMonitor {
+    misses: u32,
+}
+
+impl LeaderMonitor {
+    /// Records one check; true when the stream must be canceled.
+    fn observe(&mut self, has_leader: bool) -> bool {
+        if has_leader {
+            self.misses = 0;
+        } else {
+            self.misses += 1;
+        }
+        self.misses >= MAX_NO_LEADER_CHECKS
+    }
+}
+
 /// The response side of one stream.
 struct Sender {
     handle: Arc<WatchStreamHandle>,
@@ -181,7 +204,7 @@ struct Sender {
     pending: VecDeque<WatchResponse>,
     progress: Interval,
     leader: Option<Interval>,
-    no_leader: u32,
+    no_leader: LeaderMonitor,
     fragment_bytes: usize,
     done: bool,
     /// Dropped with the stream: tells the request reader to stop.
@@ -218,12 +241,7 @@ impl Sender {
                 },
                 _ = progress.tick() => handle.progress_tick(),
                 _ = leader_tick => {
-                    if self.server.leader() == 0 {
-                        self.no_leader += 1;
-                    } else {
-                        self.no_leader = 0;
-                    }
-                    if self.no_leader >= MAX_NO_LEADER_CHECKS {
+                    if self.no_leader.observe(self.server.leader() != 0) {
                         self.done = true;
                         return Some(Err(EtcdError::NoLeader.into()));
                     }
@@ -294,7 +312,7 @@ fn fragments(wr: WatchResponse, max_bytes: usize, out: &mut VecDeque<WatchRespon
     let mut events = events.into_iter().peekable();
     while events.peek().is_some() {
         let mut cur = WatchResponse {
-            header: header.clone(),
+            header,
             watch_id,
             created,
             canceled,
@@ -334,6 +352,25 @@ mod tests {
             }),
             prev_kv: None,
         }
+    }
+
+    #[test]
+    fn leader_monitor_needs_three_misses_in_a_row() {
+        let mut m = LeaderMonitor::default();
+        assert!(!m.observe(false));
+        assert!(!m.observe(false));
+        assert!(!m.observe(true)); // a leader resets the count
+        assert!(!m.observe(false));
+        assert!(!m.observe(false));
+        assert!(m.observe(false));
+        assert_eq!(
+            tonic::Status::from(EtcdError::NoLeader).message(),
+            "etcdserver: no leader"
+        );
+        assert_eq!(
+            tonic::Status::from(EtcdError::NoLeader).code(),
+            tonic::Code::Unavailable
+        );
     }
 
     #[test]

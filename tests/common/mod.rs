@@ -134,6 +134,11 @@ impl Member {
         Err("timed out waiting for /health".into())
     }
 
+    /// The server's process id (for /proc checks).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL, no clean shutdown.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

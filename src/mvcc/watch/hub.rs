@@ -481,6 +481,7 @@ impl WatchHub {
             },
         );
         METRICS.watch_streams.inc();
+        tracing::debug!(stream = id, "watch stream opened");
         WatchStreamHandle {
             hub: self.clone(),
             id,
@@ -638,6 +639,7 @@ impl WatchHub {
         }
         update_slow_gauge(&st);
         METRICS.watch_streams.dec();
+        tracing::debug!(stream = sid, "watch stream closed");
     }
 
     // ----- dispatcher ---------------------------------------------------------------------
@@ -773,20 +775,20 @@ impl WatchHub {
                 prev_group.add(c.id, &c.span);
             }
         }
-        let entries = match source {
-            Source::Ring(entries) => entries,
+        let (entries, end) = match source {
+            Source::Ring(entries) => match entries.last().map(|e| e.rev) {
+                Some(end) => (entries, end),
+                None => return false,
+            },
             Source::Backend { from, to } => {
                 match self.read_backend(from, to, &group, &prev_group) {
-                    Ok(entries) => entries,
+                    Ok(read) => read,
                     Err(e) => {
                         tracing::error!(error = %e, from, to, "watch catch-up cannot read the backend; retrying");
                         return false;
                     }
                 }
             }
-        };
-        let Some(end) = entries.last().map(|e| e.rev) else {
-            return false;
         };
 
         // 3. deliver, under the lock
@@ -840,29 +842,28 @@ impl WatchHub {
         true
     }
 
-    /// Reads revisions `from..=to` from the backend (at most `sync_max_bytes` of matching
-    /// events beyond the first revision), keeping only events some chosen watcher wants, and
-    /// looks up `prev_kv` for the ones a `prev_kv` watcher wants (the key at `rev - 1`, as etcd
-    /// does; absent when that revision is compacted).
+    /// Reads revisions `from..=to` from the backend (at most `chunk_bytes` of matching events
+    /// beyond the first revision), keeping only events some chosen watcher wants, and looks
+    /// up `prev_kv` for the ones a `prev_kv` watcher wants (the key at `rev - 1`, as etcd
+    /// does; absent when that revision is compacted). Returns the entries and the last
+    /// revision the read covers (revisions without events, such as 1, are covered too).
     fn read_backend(
         &self,
         from: i64,
         to: i64,
         group: &WatcherGroup,
         prev_group: &WatcherGroup,
-    ) -> Result<Vec<Arc<RevEntry>>, MvccError> {
+    ) -> Result<(Vec<Arc<RevEntry>>, i64), MvccError> {
         let mut out: Vec<Arc<RevEntry>> = Vec::new();
         let mut cur: Option<(i64, Vec<mvccpb::Event>)> = None;
         let mut bytes = 0usize;
+        let mut covered = to;
         let mut flush = |cur: &mut Option<(i64, Vec<mvccpb::Event>)>, bytes: &mut usize| {
             if let Some((rev, evs)) = cur.take() {
                 if !evs.is_empty() {
                     let e = RevEntry::new(rev, evs);
                     *bytes += e.bytes;
                     out.push(Arc::new(e));
-                } else {
-                    // Keep the revision's place so `end` covers it even if nothing matched.
-                    out.push(Arc::new(RevEntry::new(rev, Vec::new())));
                 }
             }
         };
@@ -871,6 +872,7 @@ impl WatchHub {
             if cur.as_ref().map(|c| c.0) != Some(rev.main) {
                 flush(&mut cur, &mut bytes);
                 if bytes > self.chunk_bytes() {
+                    covered = rev.main - 1;
                     break;
                 }
                 cur = Some((rev.main, Vec::new()));
@@ -896,7 +898,7 @@ impl WatchHub {
             }
         }
         flush(&mut cur, &mut bytes);
-        Ok(out)
+        Ok((out, covered))
     }
 
     /// Bytes of events per catch-up step: at most half a stream's budget, so a chunk fits in
