@@ -31,6 +31,8 @@ use crate::server::EtcdServer;
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// gRPC metadata a client sends to require a leader (etcd's `rpctypes.MetadataRequireLeaderKey`).
 const REQUIRE_LEADER_KEY: &str = "hasleader";
+/// Responses taken from the hub's queue per wake-up.
+const MAX_BATCH: usize = 256;
 /// Election timeouts without a leader before etcd cancels `hasleader` streams.
 const MAX_NO_LEADER_CHECKS: u32 = 3;
 
@@ -236,7 +238,17 @@ impl Sender {
             };
             tokio::select! {
                 m = handle.next() => match m {
-                    Some(m) => self.build(m),
+                    Some(m) => {
+                        self.build(m);
+                        // Take what else is queued in one go: one wake-up per batch, not per
+                        // response, when a revision reaches many watchers of this stream.
+                        for _ in 1..MAX_BATCH {
+                            match self.handle.queue().try_pop() {
+                                Some(m) => self.build(m),
+                                None => break,
+                            }
+                        }
+                    }
                     None => return None,
                 },
                 _ = progress.tick() => handle.progress_tick(),

@@ -11,6 +11,9 @@ use ferrocd::proto::etcdserverpb::{PutRequest, RangeRequest};
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
+#[path = "bench/watch.rs"]
+mod watch;
+
 #[derive(Parser)]
 #[command(
     name = "ferrocd-bench",
@@ -70,6 +73,30 @@ enum Cmd {
         /// Total number of ranges.
         #[arg(long, default_value_t = 10000)]
         total: u64,
+    },
+    /// Watch delivery: put acknowledged -> event received, over many watchers on one range.
+    WatchLatency {
+        /// Watchers in total (all on one key range).
+        #[arg(long, default_value_t = 10000)]
+        watchers: usize,
+        /// Watch streams the watchers are spread over (over --conns connections).
+        #[arg(long, default_value_t = 100)]
+        streams: usize,
+        /// Puts to make.
+        #[arg(long, default_value_t = 100)]
+        puts: u64,
+        /// Puts per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 64)]
+        val_size: usize,
+        /// The watched prefix.
+        #[arg(long, default_value = "watch-bench/")]
+        prefix: String,
+        /// The server's pid, to report its RSS per 10,000 idle watchers (same host).
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// etcd's disk test: 2300-byte writes, each followed by fdatasync.
     Fsync {
@@ -270,6 +297,33 @@ fn fsync_test(dir: &std::path::Path, count: u64) -> anyhow::Result<Report> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let report = match cli.cmd {
+        Cmd::WatchLatency {
+            watchers,
+            streams,
+            puts,
+            rate,
+            val_size,
+            prefix,
+            server_pid,
+        } => {
+            let channels = connect(&cli.endpoints, cli.conns).await?;
+            let args = watch::Args {
+                watchers,
+                streams,
+                puts,
+                rate,
+                val_size,
+                prefix,
+                server_pid,
+            };
+            let v = watch::run(channels, args).await?;
+            if cli.json {
+                println!("{v}");
+            } else {
+                watch::print(&v);
+            }
+            return Ok(());
+        }
         Cmd::Fsync { dir, count } => {
             tokio::task::spawn_blocking(move || fsync_test(&dir, count)).await??
         }

@@ -23,7 +23,7 @@
 //! Locks: `state` may be taken before `ring`, never the other way; the store lock is never
 //! taken while holding either (the applier holds the store lock while calling `notify`).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::interval::{KeySpan, WatcherGroup, WatcherId};
+use super::interval::{IdMap, IdSet, KeySpan, WatcherGroup, WatcherId};
 use super::queue::{Signal, StreamQueue};
 use crate::backend::Backend;
 use crate::metrics::METRICS;
@@ -237,13 +237,13 @@ impl Watcher {
 
 struct StreamEntry {
     queue: Arc<StreamQueue>,
-    ids: HashMap<i64, WatcherId>,
+    ids: IdMap<i64, WatcherId>,
     next_watch_id: i64,
 }
 
 struct State {
-    watchers: HashMap<WatcherId, Watcher>,
-    streams: HashMap<StreamId, StreamEntry>,
+    watchers: IdMap<WatcherId, Watcher>,
+    streams: IdMap<StreamId, StreamEntry>,
     synced: WatcherGroup,
     unsynced: BTreeSet<WatcherId>,
     /// The syncer resumes its round-robin here.
@@ -253,7 +253,7 @@ struct State {
     compact_rev: i64,
     next_watcher: WatcherId,
     next_stream: StreamId,
-    progress_waiting: HashSet<StreamId>,
+    progress_waiting: IdSet<StreamId>,
 }
 
 struct Ring {
@@ -345,8 +345,8 @@ impl WatchHub {
         let hub = Arc::new(WatchHub {
             cfg,
             state: Mutex::new(State {
-                watchers: HashMap::new(),
-                streams: HashMap::new(),
+                watchers: IdMap::default(),
+                streams: IdMap::default(),
                 synced: WatcherGroup::default(),
                 unsynced: BTreeSet::new(),
                 sync_cursor: 0,
@@ -354,7 +354,7 @@ impl WatchHub {
                 compact_rev,
                 next_watcher: 1,
                 next_stream: 1,
-                progress_waiting: HashSet::new(),
+                progress_waiting: IdSet::default(),
             }),
             ring: Mutex::new(Ring {
                 entries: VecDeque::new(),
@@ -476,7 +476,7 @@ impl WatchHub {
             id,
             StreamEntry {
                 queue: queue.clone(),
-                ids: HashMap::new(),
+                ids: IdMap::default(),
                 next_watch_id: 0,
             },
         );
@@ -645,7 +645,8 @@ impl WatchHub {
     // ----- dispatcher ---------------------------------------------------------------------
 
     fn run_dispatcher(self: Arc<Self>) {
-        let mut hits: HashMap<WatcherId, Vec<u32>> = HashMap::new();
+        let mut hits: IdMap<WatcherId, Vec<u32>> = IdMap::default();
+        let mut matched: Vec<WatcherId> = Vec::new();
         loop {
             let batch: Vec<Arc<RevEntry>> = {
                 let mut ring = self.ring.lock();
@@ -676,7 +677,7 @@ impl WatchHub {
             {
                 let mut st = self.state.lock();
                 for entry in &batch {
-                    dispatch(&mut st, entry, &mut hits);
+                    dispatch(&mut st, entry, &mut hits, &mut matched);
                 }
                 check_progress(&mut st);
                 update_slow_gauge(&st);
@@ -792,7 +793,7 @@ impl WatchHub {
         };
 
         // 3. deliver, under the lock
-        let mut hits: HashMap<WatcherId, Vec<EventRef>> = HashMap::new();
+        let mut hits: IdMap<WatcherId, Vec<EventRef>> = IdMap::default();
         for entry in &entries {
             for (i, ev) in entry.events.iter().enumerate() {
                 let Some(kv) = &ev.kv else { continue };
@@ -941,51 +942,73 @@ impl WatchHub {
     }
 }
 
-/// Fans one revision out to the synced watchers.
-fn dispatch(st: &mut State, entry: &Arc<RevEntry>, hits: &mut HashMap<WatcherId, Vec<u32>>) {
-    for (i, ev) in entry.events.iter().enumerate() {
-        let Some(kv) = &ev.kv else { continue };
-        st.synced
-            .for_each_match(&kv.key, |id| hits.entry(id).or_default().push(i as u32));
-    }
-    for (id, idxs) in hits.drain() {
-        let Some(w) = st.watchers.get_mut(&id) else {
-            continue;
-        };
-        if entry.rev < w.next_rev {
-            continue; // created after this revision, or waiting for a future one
-        }
-        w.next_rev = entry.rev + 1;
-        let events: Vec<EventRef> = idxs
-            .into_iter()
-            .filter(|&i| w.wants(&entry.events[i as usize]))
-            .map(|index| EventRef {
-                entry: entry.clone(),
-                index,
-            })
-            .collect();
-        if events.is_empty() {
-            continue;
-        }
-        let msg = Outgoing::Events(EventsMsg {
-            watch_id: w.watch_id,
-            revision: entry.rev,
-            events,
-            prev_kv: w.prev_kv,
-            fragment: w.fragment,
-        });
-        match st.streams[&w.stream].queue.try_push(msg) {
-            Ok(()) => w.sent_since_tick = true,
-            Err(_) => {
-                // Slow stream: catch this watcher up later from this revision on.
-                w.next_rev = entry.rev;
-                w.where_ = Place::Unsynced;
-                st.synced.remove(id, &w.span);
-                st.unsynced.insert(id);
+/// Fans one revision out to the synced watchers. A revision with one event (the common
+/// case) needs no grouping by watcher.
+fn dispatch(
+    st: &mut State,
+    entry: &Arc<RevEntry>,
+    hits: &mut IdMap<WatcherId, Vec<u32>>,
+    matched: &mut Vec<WatcherId>,
+) {
+    if let [ev] = entry.events.as_slice() {
+        if let Some(kv) = &ev.kv {
+            matched.clear();
+            st.synced.for_each_match(&kv.key, |id| matched.push(id));
+            for &id in matched.iter() {
+                deliver(st, entry, id, &[0]);
             }
+        }
+    } else {
+        for (i, ev) in entry.events.iter().enumerate() {
+            let Some(kv) = &ev.kv else { continue };
+            st.synced
+                .for_each_match(&kv.key, |id| hits.entry(id).or_default().push(i as u32));
+        }
+        for (id, idxs) in hits.drain() {
+            deliver(st, entry, id, &idxs);
         }
     }
     st.dispatched = entry.rev;
+}
+
+/// Queues the events `idxs` of `entry` for the synced watcher `id`, or makes it unsynced
+/// when its stream is over budget.
+fn deliver(st: &mut State, entry: &Arc<RevEntry>, id: WatcherId, idxs: &[u32]) {
+    let Some(w) = st.watchers.get_mut(&id) else {
+        return;
+    };
+    if entry.rev < w.next_rev {
+        return; // created after this revision, or waiting for a future one
+    }
+    w.next_rev = entry.rev + 1;
+    let events: Vec<EventRef> = idxs
+        .iter()
+        .filter(|&&i| w.wants(&entry.events[i as usize]))
+        .map(|&index| EventRef {
+            entry: entry.clone(),
+            index,
+        })
+        .collect();
+    if events.is_empty() {
+        return;
+    }
+    let msg = Outgoing::Events(EventsMsg {
+        watch_id: w.watch_id,
+        revision: entry.rev,
+        events,
+        prev_kv: w.prev_kv,
+        fragment: w.fragment,
+    });
+    match st.streams[&w.stream].queue.try_push(msg) {
+        Ok(()) => w.sent_since_tick = true,
+        Err(_) => {
+            // Slow stream: catch this watcher up later from this revision on.
+            w.next_rev = entry.rev;
+            w.where_ = Place::Unsynced;
+            st.synced.remove(id, &w.span);
+            st.unsynced.insert(id);
+        }
+    }
 }
 
 /// Whether a watcher has been offered everything up to the dispatched revision (etcd's

@@ -6,9 +6,38 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Identifies one watcher in the hub (unique across streams).
 pub type WatcherId = u64;
+
+/// A hasher for the hub's integer ids (sequential numbers): one multiply instead of SipHash,
+/// which matters when one revision reaches tens of thousands of watchers. Ids are chosen by
+/// the server (watch ids by the server or the stream's own client), so there is no hash
+/// flooding to defend against across clients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Hash maps keyed by ids.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// Hash sets of ids.
+pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// The exclusive end of a watched range.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,7 +124,7 @@ impl KeySpan {
 /// A set of watchers indexed by what they watch.
 #[derive(Default)]
 pub struct WatcherGroup {
-    keys: HashMap<Vec<u8>, HashSet<WatcherId>>,
+    keys: HashMap<Vec<u8>, IdSet<WatcherId>>,
     ranges: IntervalTree,
     len: usize,
 }
@@ -177,7 +206,7 @@ struct Node {
     /// The largest `end` in this subtree (prunes stabbing queries).
     max_end: End,
     priority: u64,
-    ids: HashSet<WatcherId>,
+    ids: IdSet<WatcherId>,
     left: Option<Box<Node>>,
     right: Option<Box<Node>>,
 }
@@ -221,7 +250,7 @@ impl IntervalTree {
             end: end.clone(),
             max_end: end.clone(),
             priority: self.next_priority(),
-            ids: HashSet::from([id]),
+            ids: IdSet::from_iter([id]),
             left: None,
             right: None,
         });
@@ -243,7 +272,7 @@ impl IntervalTree {
         true
     }
 
-    fn stab(&self, key: &[u8], f: &mut dyn FnMut(&HashSet<WatcherId>)) {
+    fn stab(&self, key: &[u8], f: &mut dyn FnMut(&IdSet<WatcherId>)) {
         stab(&self.root, key, f);
     }
 }
@@ -319,7 +348,7 @@ fn remove_node(t: Option<Box<Node>>, start: &[u8], end: &End) -> Option<Box<Node
     }
 }
 
-fn stab(t: &Option<Box<Node>>, key: &[u8], f: &mut dyn FnMut(&HashSet<WatcherId>)) {
+fn stab(t: &Option<Box<Node>>, key: &[u8], f: &mut dyn FnMut(&IdSet<WatcherId>)) {
     let Some(n) = t else { return };
     // Nothing in this subtree ends above `key`.
     if !n.max_end.above(key) {

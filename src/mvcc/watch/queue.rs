@@ -104,9 +104,14 @@ impl StreamQueue {
 
     fn enqueue(&self, q: &mut Inner, msg: Outgoing, bytes: usize) {
         METRICS.watch_pending_events.add(msg.event_count() as i64);
+        let was_empty = q.msgs.is_empty();
         q.bytes += bytes;
         q.msgs.push_back(Queued { msg, bytes });
-        self.ready.notify_one();
+        // The consumer only waits after finding the queue empty, so only the first message
+        // needs to wake it (a permit is kept if it is not waiting yet).
+        if was_empty {
+            self.ready.notify_one();
+        }
     }
 
     /// Whether the syncer may add catch-up responses (below half the budget, so catch-up
