@@ -24,7 +24,7 @@
 //! taken while holding either (the applier holds the store lock while calling `notify`).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -69,6 +69,10 @@ pub struct HubConfig {
     pub sync_max_bytes: usize,
     /// How long the syncer sleeps when nothing wakes it (etcd's sync loop runs every 100 ms).
     pub sync_interval: Duration,
+    /// Revisions the dispatcher may fall behind the applier before it hands every synced
+    /// watcher to the syncer and skips ahead, so an overloaded hub keeps bounded memory
+    /// instead of a growing backlog.
+    pub dispatch_max_backlog: usize,
 }
 
 impl Default for HubConfig {
@@ -81,6 +85,7 @@ impl Default for HubConfig {
             sync_max_revisions: 1000,
             sync_max_bytes: 1024 * 1024,
             sync_interval: Duration::from_millis(100),
+            dispatch_max_backlog: 4096,
         }
     }
 }
@@ -273,13 +278,17 @@ impl Ring {
         self.entries.front().map(|e| e.rev).unwrap_or(self.head + 1)
     }
 
-    /// Entries with `from <= rev <= to`, at most `max_bytes` beyond the first.
-    fn range(&self, from: i64, to: i64, max_bytes: usize) -> Vec<Arc<RevEntry>> {
+    /// Entries with `from <= rev <= to`: at most `max_count`, and at most `max_bytes` beyond
+    /// the first.
+    fn range(&self, from: i64, to: i64, max_bytes: usize, max_count: usize) -> Vec<Arc<RevEntry>> {
         let start = self.entries.partition_point(|e| e.rev < from);
         let mut out = Vec::new();
         let mut bytes = 0;
         for e in self.entries.range(start..) {
-            if e.rev > to || (!out.is_empty() && bytes + e.bytes > max_bytes) {
+            if e.rev > to
+                || out.len() >= max_count
+                || (!out.is_empty() && bytes + e.bytes > max_bytes)
+            {
                 break;
             }
             bytes += e.bytes;
@@ -328,6 +337,8 @@ pub struct WatchHub {
     backend: Arc<Backend>,
     stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Times the dispatcher fell too far behind and skipped ahead (diagnostics).
+    overloads: AtomicU64,
 }
 
 impl WatchHub {
@@ -369,6 +380,7 @@ impl WatchHub {
             backend,
             stopping: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            overloads: AtomicU64::new(0),
         });
         let d = hub.clone();
         let dispatcher = std::thread::Builder::new()
@@ -656,22 +668,21 @@ impl WatchHub {
                 if self.stopping() {
                     return;
                 }
+                if ring.head - ring.dispatched > self.cfg.dispatch_max_backlog as i64 {
+                    let head = ring.head;
+                    drop(ring);
+                    self.skip_ahead(head);
+                    continue;
+                }
                 let from = ring.dispatched + 1;
-                ring.range(from, ring.head, usize::MAX)
-                    .into_iter()
-                    .take(256)
-                    .collect()
+                ring.range(from, ring.head, usize::MAX, 256)
             };
             let Some(last) = batch.last().map(|e| e.rev) else {
-                // Revisions the ring no longer has cannot be dispatched (the ring keeps them
-                // until dispatched, so this is a bug); skip ahead rather than spin.
-                let mut ring = self.ring.lock();
-                tracing::error!(
-                    dispatched = ring.dispatched,
-                    head = ring.head,
-                    "watch ring lost undispatched revisions"
-                );
-                ring.dispatched = ring.head;
+                // The ring keeps every revision until it is dispatched, so this is a bug;
+                // recover by catching every watcher up rather than spinning.
+                let head = self.ring.lock().head;
+                tracing::error!(head, "watch ring lost undispatched revisions");
+                self.skip_ahead(head);
                 continue;
             };
             {
@@ -688,6 +699,73 @@ impl WatchHub {
             drop(ring);
             self.syncer.raise();
         }
+    }
+
+    /// The dispatcher fell more than `dispatch_max_backlog` revisions behind (a fan-out far
+    /// beyond what this machine can push): every synced watcher is handed to the syncer from
+    /// the revision it needs next and the dispatcher continues at `head`. Nothing is lost (the
+    /// syncer reads the ring or the backend in bounded chunks, as fast as each stream reads),
+    /// and the backlog no longer pins the ring.
+    fn skip_ahead(&self, head: i64) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let from = st.dispatched + 1;
+        let demoted = demote_synced(st, from, head);
+        st.dispatched = head;
+        check_progress(st);
+        update_slow_gauge(st);
+        self.overloads.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            behind = head - from + 1,
+            watchers = demoted,
+            "watch dispatch fell behind; synced watchers continue from the ring and backend"
+        );
+        let mut ring = self.ring.lock();
+        ring.dispatched = head;
+        ring.evict(self.cfg.ring_max_revisions, self.cfg.ring_max_bytes);
+        drop(ring);
+        self.syncer.raise();
+    }
+
+    /// The store was replaced wholesale (a raft snapshot was installed) and is now at `rev`,
+    /// compacted at `compact_rev`: the ring no longer matches it, so it is emptied, and every
+    /// watcher is caught up from the new backend from the revision it needs next, as etcd's
+    /// `watchableStore.Restore` moves all synced watchers to unsynced. Call it with the store
+    /// write lock held, after the store was reopened and before applying further entries.
+    pub fn restore(&self, rev: i64, compact_rev: i64) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let from = st.dispatched + 1;
+        demote_synced(st, from, i64::MAX);
+        st.dispatched = rev;
+        st.compact_rev = compact_rev;
+        {
+            let mut ring = self.ring.lock();
+            ring.entries.clear();
+            ring.bytes = 0;
+            ring.head = rev;
+            ring.committed = rev;
+            ring.dispatched = rev;
+        }
+        update_slow_gauge(st);
+        check_progress(st);
+        tracing::info!(
+            revision = rev,
+            compact_revision = compact_rev,
+            "watch hub restored"
+        );
+        self.syncer.raise();
+    }
+
+    /// How often the dispatcher skipped ahead (for tests and diagnostics).
+    pub fn overloads(&self) -> u64 {
+        self.overloads.load(Ordering::Relaxed)
+    }
+
+    /// Holds the hub's state lock, which stalls the dispatcher and the syncer (tests only).
+    #[cfg(test)]
+    pub(super) fn stall(&self) -> impl Drop + '_ {
+        self.state.lock()
     }
 
     // ----- syncer -------------------------------------------------------------------------
@@ -757,7 +835,7 @@ impl WatchHub {
             let limit = (from + self.cfg.sync_max_revisions - 1).min(st.dispatched);
             let ring = self.ring.lock();
             let source = if from >= ring.oldest() {
-                Source::Ring(ring.range(from, limit, self.chunk_bytes()))
+                Source::Ring(ring.range(from, limit, self.chunk_bytes(), usize::MAX))
             } else {
                 Source::Backend {
                     from,
@@ -1009,6 +1087,27 @@ fn deliver(st: &mut State, entry: &Arc<RevEntry>, id: WatcherId, idxs: &[u32]) {
             st.unsynced.insert(id);
         }
     }
+}
+
+/// Moves every synced watcher that wants a revision up to `upto` to the unsynced set, from
+/// `from` (everything before it was already offered to it) or its own later start. Returns
+/// how many moved.
+fn demote_synced(st: &mut State, from: i64, upto: i64) -> usize {
+    let ids: Vec<WatcherId> = st
+        .watchers
+        .iter()
+        .filter(|(_, w)| w.where_ == Place::Synced && w.next_rev <= upto)
+        .map(|(&id, _)| id)
+        .collect();
+    for &id in &ids {
+        if let Some(w) = st.watchers.get_mut(&id) {
+            w.next_rev = w.next_rev.max(from);
+            w.where_ = Place::Unsynced;
+            st.synced.remove(id, &w.span);
+            st.unsynced.insert(id);
+        }
+    }
+    ids.len()
 }
 
 /// Whether a watcher has been offered everything up to the dispatched revision (etcd's

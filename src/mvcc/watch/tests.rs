@@ -817,3 +817,87 @@ fn start_at_revision_one() {
         quiet(&s);
     }
 }
+
+/// A dispatcher that falls far behind hands its watchers to the syncer and skips ahead; the
+/// watchers still get every revision, in order, with prev_kv.
+#[test]
+fn dispatcher_overload_hands_watchers_to_the_syncer() {
+    let h = harness(HubConfig {
+        dispatch_max_backlog: 8,
+        ..HubConfig::default()
+    });
+    let s = h.hub.open_stream();
+    s.create(&create("k", "", 0));
+    s.create(&WatchCreateRequest {
+        prev_kv: true,
+        ..create("a", "\0", 0)
+    });
+    take(&s, 2);
+    h.put("k", "first");
+    assert_eq!(summary(events(&take(&s, 1)[0])).len(), 1);
+    assert_eq!(summary(events(&take(&s, 1)[0])).len(), 1);
+    {
+        let _stalled = h.hub.stall();
+        for i in 0..50 {
+            h.put("k", &i.to_string());
+        }
+    }
+    let mut got: std::collections::BTreeMap<i64, Vec<(String, Option<String>)>> =
+        Default::default();
+    while got.values().map(|v| v.len()).sum::<usize>() < 100 {
+        let m = take(&s, 1);
+        let e = events(&m[0]);
+        for x in summary(e) {
+            got.entry(e.watch_id).or_default().push((x.2, x.4));
+        }
+    }
+    let want: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    for id in [0, 1] {
+        let vals: Vec<String> = got[&id].iter().map(|x| x.0.clone()).collect();
+        assert_eq!(vals, want, "watcher {id}");
+    }
+    let prevs: Vec<Option<String>> = got[&1].iter().map(|x| x.1.clone()).collect();
+    let mut want_prev = vec![Some("first".to_string())];
+    want_prev.extend((0..49).map(|i| Some(i.to_string())));
+    assert_eq!(prevs, want_prev);
+    assert!(h.hub.overloads() >= 1, "the dispatcher never skipped ahead");
+    quiet(&s);
+    wait_for(|| h.hub.counts().2 == 0);
+}
+
+/// After a snapshot replaced the store, watchers catch up from the new backend.
+#[test]
+fn restore_catches_watchers_up_from_the_new_store() {
+    let h = harness(HubConfig::default());
+    let s = h.hub.open_stream();
+    s.create(&create("k", "", 0));
+    take(&s, 1);
+    h.put("k", "1"); // 2
+    assert_eq!(summary(events(&take(&s, 1)[0])), vec![ev(PUT, "k", "1", 2)]);
+    {
+        // what a snapshot brings: revisions the hub never saw
+        let mut st = h.store.write();
+        for v in ["2", "3", "4"] {
+            let mut t = st.write(0);
+            t.put(b"k", v.as_bytes(), 0);
+            t.commit().unwrap();
+        }
+        let (rev, compact) = (st.current_revision(), st.compact_revision());
+        assert_eq!(rev, 5);
+        h.hub.restore(rev, compact);
+    }
+    assert_eq!(h.hub.revision(), 5);
+    let e = take(&s, 1);
+    assert_eq!(
+        summary(events(&e[0])),
+        vec![
+            ev(PUT, "k", "2", 3),
+            ev(PUT, "k", "3", 4),
+            ev(PUT, "k", "4", 5)
+        ]
+    );
+    wait_for(|| h.hub.counts().2 == 0);
+    let r = h.put("k", "5");
+    assert_eq!(summary(events(&take(&s, 1)[0])), vec![ev(PUT, "k", "5", r)]);
+    quiet(&s);
+}
