@@ -1639,3 +1639,30 @@ async fn restarted_member_resumes_from_last_revision() {
     assert_eq!(got, want);
     s.quiet().await;
 }
+
+/// Open watch streams do not hold up a clean shutdown: SIGTERM ends them with etcd's
+/// `server stopped` and the member exits.
+#[tokio::test]
+async fn sigterm_ends_open_watch_streams() {
+    let mut m = Member::start(&[]);
+    let mut s = Raw::open(channel(&m).await, create_req(watch_key("a", "", 0)), false)
+        .await
+        .expect("open");
+    assert_eq!(shape(&s.next().await), created(0, 1));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let status = m.stop();
+        let _ = tx.send(status);
+    });
+    let end = tokio::time::timeout(Duration::from_secs(10), s.rx.message())
+        .await
+        .expect("the stream ended");
+    let status = end.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(status.message(), "etcdserver: server stopped");
+    let exit = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)))
+        .await
+        .expect("join")
+        .expect("the member exits while a watch is open");
+    assert!(exit.success(), "{exit:?}");
+}

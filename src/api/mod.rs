@@ -56,9 +56,21 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(max_recv);
-    let watch = WatchServer::new(watch::WatchService::new(server.clone(), cfg, max_recv))
-        .max_decoding_message_size(max_recv)
-        .max_encoding_message_size(usize::MAX);
+    // Watch streams never end on their own: they must end when the listener shuts down, or
+    // the graceful shutdown below would wait for them forever.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let watch = WatchServer::new(watch::WatchService::new(
+        server.clone(),
+        cfg,
+        max_recv,
+        stopping,
+    ))
+    .max_decoding_message_size(max_recv)
+    .max_encoding_message_size(usize::MAX);
     let routes = Routes::from(http::router(server.clone()))
         .add_service(kv)
         .add_service(watch)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::Stream;
 use prost::Message as _;
 use rand::Rng as _;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -44,11 +44,19 @@ pub struct WatchService {
     /// Responses of `fragment` watchers are split above this (etcd: max request bytes plus
     /// gRPC overhead).
     fragment_bytes: usize,
+    /// Turns true when the listener shuts down: every stream then ends.
+    stopping: watch::Receiver<bool>,
 }
 
 impl WatchService {
-    /// A watch service with the member's progress interval and election timeout.
-    pub fn new(server: Arc<EtcdServer>, cfg: &Config, fragment_bytes: usize) -> Self {
+    /// A watch service with the member's progress interval and election timeout; its streams
+    /// end with `server stopped` once `stopping` turns true.
+    pub fn new(
+        server: Arc<EtcdServer>,
+        cfg: &Config,
+        fragment_bytes: usize,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         let mut progress_interval = cfg.watch_progress_notify_interval;
         if progress_interval < MIN_PROGRESS_INTERVAL {
             tracing::warn!(
@@ -62,6 +70,7 @@ impl WatchService {
             progress_interval,
             election_timeout: cfg.election_timeout.max(Duration::from_millis(1)),
             fragment_bytes,
+            stopping,
         }
     }
 }
@@ -111,6 +120,7 @@ impl Watch for WatchService {
             leader,
             no_leader: LeaderMonitor::default(),
             fragment_bytes: self.fragment_bytes,
+            stopping: self.stopping.clone(),
             done: false,
             _closed: closed_tx,
         };
@@ -208,6 +218,7 @@ struct Sender {
     leader: Option<Interval>,
     no_leader: LeaderMonitor,
     fragment_bytes: usize,
+    stopping: watch::Receiver<bool>,
     done: bool,
     /// Dropped with the stream: tells the request reader to stop.
     _closed: oneshot::Sender<()>,
@@ -226,6 +237,7 @@ impl Sender {
                 handle,
                 progress,
                 leader,
+                stopping,
                 ..
             } = self;
             let leader_tick = async {
@@ -252,6 +264,10 @@ impl Sender {
                     None => return None,
                 },
                 _ = progress.tick() => handle.progress_tick(),
+                _ = async { drop(stopping.wait_for(|s| *s).await) } => {
+                    self.done = true;
+                    return Some(Err(EtcdError::Stopped.into()));
+                }
                 _ = leader_tick => {
                     if self.no_leader.observe(self.server.leader() != 0) {
                         self.done = true;
