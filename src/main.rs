@@ -43,7 +43,7 @@ fn main() -> ExitCode {
 async fn run(cfg: Config) -> Result<(), ferrocd::error::ServerError> {
     // Bind first: a port in use must fail before anything is written to disk.
     let listeners = ferrocd::api::bind_client_listeners(&cfg).await?;
-    let server = EtcdServer::start(&cfg)?;
+    let server = EtcdServer::start(&cfg).await?;
     tracing::info!(
         name = %cfg.name,
         member_id = format!("{:x}", server.member_id),
