@@ -44,6 +44,15 @@ async fn run(cfg: Config) -> Result<(), ferrocd::error::ServerError> {
     // Bind first: a port in use must fail before anything is written to disk.
     let listeners = ferrocd::api::bind_client_listeners(&cfg).await?;
     let server = EtcdServer::start(&cfg).await?;
+    tokio::select! {
+        _ = server.wait_ready() => {}
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested before the member was ready");
+            let srv = server.clone();
+            let _ = tokio::task::spawn_blocking(move || srv.stop()).await;
+            return Ok(());
+        }
+    }
     tracing::info!(
         name = %cfg.name,
         member_id = format!("{:x}", server.member_id),

@@ -72,6 +72,7 @@ pub struct EtcdServer {
     election_timeout: Duration,
     request_timeout: Duration,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    ready: watch::Sender<bool>,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
@@ -262,6 +263,7 @@ impl EtcdServer {
             election_timeout: cfg.election_timeout,
             request_timeout,
             threads: Mutex::new(threads),
+            ready: watch::channel(false).0,
         });
         for l in peer_listeners {
             server.clone().serve_peers(l, snap_dir.clone());
@@ -318,20 +320,13 @@ impl EtcdServer {
         });
     }
 
-    /// Proposes this member's name and client URLs once it has a leader, if the member table
-    /// does not have them yet (etcd's publish): until then `member list` shows it unstarted.
+    /// Publishes this member's name and client URLs through raft once it has a leader, on
+    /// every start as etcd does, so every member's table shows them; the member is ready for
+    /// clients once this has been applied (see [`EtcdServer::wait_ready`]).
     fn publish_attributes(self: Arc<Self>, name: String, client_urls: Vec<String>) {
         tokio::spawn(async move {
             loop {
-                let current = self.members.get(self.member_id);
-                if current
-                    .as_ref()
-                    .map(|m| m.name == name && m.client_urls == client_urls)
-                    .unwrap_or(false)
-                {
-                    return;
-                }
-                if current.is_some() && self.leader() != 0 {
+                if self.members.get(self.member_id).is_some() && self.leader() != 0 {
                     let req = crate::proto::ferrocdpb::MemberAttributes {
                         id: self.member_id,
                         name: name.clone(),
@@ -339,7 +334,8 @@ impl EtcdServer {
                     };
                     match self.propose(Request::MemberAttributes(req)).await {
                         Ok(_) => {
-                            tracing::info!(name = %name, "published member attributes");
+                            tracing::info!(name = %name, client_urls = ?client_urls, "published member attributes; ready to serve clients");
+                            self.ready.send_replace(true);
                             return;
                         }
                         Err(e) => {
@@ -347,9 +343,16 @@ impl EtcdServer {
                         }
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
+    }
+
+    /// Resolves once this member has joined the cluster and published itself (etcd serves
+    /// clients only from then on).
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Stops the raft loop (syncing the WAL), lets the applier drain, and flushes the backend.
