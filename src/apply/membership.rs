@@ -112,8 +112,43 @@ impl Applier {
             // etcd stops a member that has been removed: it must not take part in elections.
             self.close_group();
             let _ = self.backend.flush();
+            self.hand_off_leadership();
             tracing::warn!("this member has been permanently removed from the cluster; stopping");
             std::process::exit(0);
+        }
+    }
+
+    /// A removed leader would stay leader until it stops, and the others would wait out an
+    /// election timeout (losing proposals forwarded to it meanwhile): hand leadership to the
+    /// most up-to-date remaining voter first, and wait briefly for it to take over.
+    fn hand_off_leadership(&self) {
+        let ask = || {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.node_tx.send(crate::raft::NodeMsg::Progress(tx)).ok()?;
+            rx.blocking_recv().ok()
+        };
+        let Some(p) = ask() else { return };
+        if !p.is_leader {
+            return;
+        }
+        let best = p
+            .matched
+            .iter()
+            .filter(|(id, _)| **id != self.member_id && self.conf_state.voters.contains(id))
+            .max_by_key(|(_, m)| **m)
+            .map(|(id, _)| *id);
+        let Some(to) = best else { return };
+        tracing::info!(
+            to = hex(to),
+            "removed leader handing off leadership before stopping"
+        );
+        let _ = self.node_tx.send(crate::raft::NodeMsg::TransferLeader(to));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if ask().map(|p| !p.is_leader).unwrap_or(true) {
+                return;
+            }
         }
     }
 
