@@ -12,8 +12,11 @@ pub fn encode(buf: &mut Vec<u8>, bucket: Bucket, key: &[u8], value: &[u8]) {
     buf.extend_from_slice(value);
 }
 
-/// Reads one record from the front of `data`: (bucket, key, value, bytes used).
-pub fn decode(data: &[u8]) -> Result<(Bucket, &[u8], &[u8], usize), String> {
+/// One decoded record: (bucket, key, value, bytes it used).
+pub type Decoded<'a> = (Bucket, &'a [u8], &'a [u8], usize);
+
+/// Reads one record from the front of `data`.
+pub fn decode(data: &[u8]) -> Result<Decoded<'_>, String> {
     let bucket = *data.first().ok_or("empty record")?;
     let bucket = Bucket::ALL
         .into_iter()

@@ -38,12 +38,15 @@ pub struct SnapshotMeta {
     pub revision: i64,
 }
 
+/// One backend record: bucket, key, value.
+pub type BucketEntry = (Bucket, Vec<u8>, Vec<u8>);
+
 /// A snapshot the applier prepared: its metadata and the small buckets as of that index.
 pub struct Prepared {
     /// Where it is.
     pub meta: SnapshotMeta,
     /// Every (bucket, key, value) outside the key bucket, copied at `meta.index`.
-    pub small: Vec<(Bucket, Vec<u8>, Vec<u8>)>,
+    pub small: Vec<BucketEntry>,
 }
 
 /// Shared between raft storage (which asks for snapshots), the applier (which prepares them),
@@ -88,7 +91,7 @@ impl SnapshotStore {
 
 /// Copies the small buckets of `backend` (everything but key history). Call with the backend
 /// current through the snapshot's index (no open group).
-pub fn capture_small(backend: &Backend) -> Result<Vec<(Bucket, Vec<u8>, Vec<u8>)>, BackendError> {
+pub fn capture_small(backend: &Backend) -> Result<Vec<BucketEntry>, BackendError> {
     let mut out = Vec::new();
     for bucket in Bucket::ALL {
         if bucket == Bucket::Key {
