@@ -6,16 +6,16 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{ok, Cluster, Member};
 use etcd_client::{Client, GetOptions};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 async fn client(m: &Member) -> Client {
@@ -58,7 +58,7 @@ async fn converge(members: &[&Member]) -> i64 {
 
 #[tokio::test]
 async fn writes_on_any_member_are_read_linearizably_on_every_member() {
-    let _g = serial();
+    let _g = serial().await;
     let c = Cluster::start(3, &[]);
     let mut clients = Vec::new();
     for m in &c.members {
@@ -121,7 +121,7 @@ async fn writes_on_any_member_are_read_linearizably_on_every_member() {
 
 #[tokio::test]
 async fn leader_kill9_during_writes_loses_no_acknowledged_write() {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(3, &[]);
     let leader = c.leader(0).await;
     let writer_member = (leader + 1) % 3;
@@ -186,7 +186,7 @@ async fn leader_kill9_during_writes_loses_no_acknowledged_write() {
 
 #[tokio::test]
 async fn minority_down_serves_majority_down_fails_cleanly() {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(3, &[]);
     let l = c.leader(0).await;
     let (f1, f2) = ((l + 1) % 3, (l + 2) % 3);
@@ -228,7 +228,7 @@ async fn minority_down_serves_majority_down_fails_cleanly() {
 
 #[tokio::test]
 async fn lagging_member_catches_up_by_snapshot() {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(
         3,
         &[
@@ -315,7 +315,7 @@ fn member_id_of(m: &Member, name: &str) -> String {
 
 #[tokio::test]
 async fn membership_changes_with_etcdctl() {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(3, &[]);
     let m0 = &c.members[0];
     let peer = format!("http://127.0.0.1:{}", common::free_port());
@@ -446,7 +446,7 @@ async fn membership_changes_with_etcdctl() {
 
 #[tokio::test]
 async fn five_members_survive_two_failures_and_a_replaced_member() {
-    let _g = serial();
+    let _g = serial().await;
     let mut c = Cluster::start(5, &[]);
     let leader = c.leader(0).await;
     let other = (leader + 1) % 5;
