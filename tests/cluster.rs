@@ -221,6 +221,37 @@ async fn minority_down_serves_majority_down_fails_cleanly() {
         .await
         .unwrap();
     assert_eq!(g.kvs()[0].value(), b"ok");
+    // A client that requires a leader (etcd's `hasleader` metadata) is refused with etcd's error.
+    let mut kv =
+        ferrocd::proto::etcdserverpb::kv_client::KvClient::connect(c.members[l].client_url.clone())
+            .await
+            .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut req = tonic::Request::new(ferrocd::proto::etcdserverpb::RangeRequest {
+            key: b"minority".to_vec(),
+            serializable: true,
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("hasleader", "true".parse().unwrap());
+        match kv.range(req).await {
+            Err(s) => {
+                assert_eq!(
+                    (s.code(), s.message()),
+                    (tonic::Code::Unavailable, "etcdserver: no leader")
+                );
+                break;
+            }
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the member never noticed it lost its leader"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     // Health says so.
     let (code, body) = common::http_get(&c.members[l].endpoint(), "/health").unwrap();
     assert_eq!(code, 503, "{body}");

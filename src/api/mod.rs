@@ -10,6 +10,7 @@ pub mod maintenance;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 
 use crate::config::Config;
@@ -18,6 +19,22 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::server::EtcdServer;
+
+/// etcd's `hasleader` metadata: a client that sets it (clientv3's `WithRequireLeader`) wants
+/// a request refused with `no leader` rather than served by a member cut off from the leader.
+fn require_leader(server: Arc<EtcdServer>) -> impl tonic::service::Interceptor + Clone {
+    move |req: tonic::Request<()>| {
+        let wants = req
+            .metadata()
+            .get("hasleader")
+            .map(|v| v == "true")
+            .unwrap_or(false);
+        if wants && server.leader() == 0 {
+            return Err(crate::error::EtcdError::NoLeader.into());
+        }
+        Ok(req)
+    }
+}
 
 /// gRPC's receive limit over `--max-request-bytes`, as etcd allows for message framing.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -54,10 +71,11 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(max_recv);
+    let leader = require_leader(server.clone());
     let routes = Routes::from(http::router(server.clone()))
-        .add_service(kv)
-        .add_service(maintenance)
-        .add_service(cluster);
+        .add_service(InterceptedService::new(kv, leader.clone()))
+        .add_service(InterceptedService::new(maintenance, leader.clone()))
+        .add_service(InterceptedService::new(cluster, leader));
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "serving client requests (gRPC and HTTP)");
     // Our own listener (bound early), so TCP_NODELAY must be set here: the builder's
