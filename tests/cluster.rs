@@ -570,3 +570,45 @@ async fn five_members_survive_two_failures_and_a_replaced_member() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_member_of_another_cluster_is_refused() {
+    let _g = serial().await;
+    let c = Cluster::start(3, &[]);
+    // A member started with a different --initial-cluster-token computes a different cluster id;
+    // the real members refuse its raft messages and say why.
+    let mut stranger = Member::unstarted(
+        "m3",
+        c.dir.path().join("stranger"),
+        format!("http://127.0.0.1:{}", common::free_port()),
+        format!("http://127.0.0.1:{}", common::free_port()),
+        &["--initial-cluster-token", "another-cluster"],
+    );
+    stranger.initial_cluster = format!(
+        "m1={},m2={},m3={}",
+        c.members[0].peer_url, c.members[1].peer_url, stranger.peer_url
+    );
+    stranger.launch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&stranger.log_path).unwrap_or_default();
+        if log.contains("cluster ID mismatch") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clear refusal in the stranger's log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The real cluster is untouched: same three members, still serving writes.
+    let mut cl = client(&c.members[0]).await;
+    assert_eq!(cl.member_list().await.unwrap().members().len(), 3);
+    cl.put("still", "fine", None).await.unwrap();
+    let g = client(&c.members[2])
+        .await
+        .get("still", None)
+        .await
+        .unwrap();
+    assert_eq!(g.kvs()[0].value(), b"fine");
+}
