@@ -76,11 +76,17 @@ async fn run(cfg: Config) -> Result<(), ferrocd::error::ServerError> {
     shutdown_signal().await;
     tracing::info!("received shutdown signal; stopping");
     let _ = stop_tx.send(true);
-    for t in tasks {
-        match t.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "listener ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "listener task failed"),
-            Ok(Ok(())) => {}
+    // Graceful shutdown waits for clients to hang up; like etcd, give them a moment and then
+    // close the connections ourselves.
+    for mut t in tasks {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "listener ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "listener task failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                tracing::info!("clients still connected after 2s; closing their connections");
+                t.abort();
+            }
         }
     }
     let srv = server.clone();
