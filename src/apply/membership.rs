@@ -96,10 +96,7 @@ impl Applier {
             save_conf_state(txn.extra(), &cs);
             self.conf_state = cs;
         }
-        if let Err(err) = txn.commit() {
-            tracing::error!(error = %err, index = e.index, "backend commit failed; stopping");
-            std::process::exit(1);
-        }
+        super::commit_or_stop(txn, e.index);
         drop(store);
         self.transport.set_peers(&self.members.peer_urls());
         if ctx.request_id != 0 {
@@ -186,10 +183,7 @@ impl Applier {
         let mut store = self.store.write();
         let mut txn = store.write(index);
         self.members.upsert(txn.extra(), member);
-        if let Err(err) = txn.commit() {
-            tracing::error!(error = %err, index, "backend commit failed; stopping");
-            std::process::exit(1);
-        }
+        super::commit_or_stop(txn, index);
         Ok(ApplyResponse::Members(self.members.list()))
     }
 }

@@ -302,14 +302,7 @@ impl Applier {
             }
             _ => Err(EtcdError::Internal("not a KV request".into())),
         };
-        let rev = match txn.commit() {
-            Ok(r) => r.rev,
-            Err(e) => {
-                // The backend refused a write: state and WAL would diverge. Stop, as etcd does.
-                tracing::error!(error = %e, index, "backend commit failed; stopping");
-                std::process::exit(1);
-            }
-        };
+        let rev = commit_or_stop(txn, index).rev;
         METRICS.current_revision.set(rev);
         METRICS.keys_total.set(store.keys_total() as i64);
         drop(store);
@@ -369,24 +362,24 @@ impl Applier {
         let rev = store.current_revision();
         let mut txn = store.write(index);
         let action = AlarmAction::try_from(a.action).unwrap_or(AlarmAction::Get);
+        let this = || {
+            vec![crate::proto::etcdserverpb::AlarmMember {
+                member_id: a.member_id,
+                alarm: a.alarm,
+            }]
+        };
         let alarms = match action {
             AlarmAction::Get => self.alarms.list(),
+            AlarmAction::Activate if a.alarm == AlarmType::None as i32 => Vec::new(),
             AlarmAction::Activate => {
-                if a.alarm == AlarmType::None as i32 {
-                    Vec::new()
-                } else {
-                    if self.alarms.activate(txn.extra(), a.member_id, a.alarm) {
-                        tracing::warn!(
-                            member = format!("{:x}", a.member_id),
-                            alarm = a.alarm,
-                            "alarm raised"
-                        );
-                    }
-                    vec![crate::proto::etcdserverpb::AlarmMember {
-                        member_id: a.member_id,
-                        alarm: a.alarm,
-                    }]
+                if self.alarms.activate(txn.extra(), a.member_id, a.alarm) {
+                    tracing::warn!(
+                        member = format!("{:x}", a.member_id),
+                        alarm = a.alarm,
+                        "alarm raised"
+                    );
                 }
+                this()
             }
             AlarmAction::Deactivate => {
                 if self.alarms.deactivate(txn.extra(), a.member_id, a.alarm) {
@@ -395,19 +388,13 @@ impl Applier {
                         alarm = a.alarm,
                         "alarm cleared"
                     );
-                    vec![crate::proto::etcdserverpb::AlarmMember {
-                        member_id: a.member_id,
-                        alarm: a.alarm,
-                    }]
+                    this()
                 } else {
                     Vec::new()
                 }
             }
         };
-        if let Err(e) = txn.commit() {
-            tracing::error!(error = %e, index, "backend commit failed; stopping");
-            std::process::exit(1);
-        }
+        commit_or_stop(txn, index);
         Ok(ApplyResponse::Alarm(AlarmResponse {
             header: Some(ResponseHeader {
                 revision: rev,
@@ -415,6 +402,18 @@ impl Applier {
             }),
             alarms,
         }))
+    }
+}
+
+/// Commits an applier write txn. A backend that refuses a write would let state and WAL
+/// diverge, so that stops the member, as etcd does; the WAL replays the entry on restart.
+pub(crate) fn commit_or_stop(txn: crate::mvcc::WriteTxn<'_>, index: u64) -> crate::mvcc::TxnResult {
+    match txn.commit() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, index, "backend commit failed; stopping");
+            std::process::exit(1);
+        }
     }
 }
 
