@@ -1,10 +1,11 @@
 //! How raft messages leave this member: one long-lived gRPC stream per peer, and snapshots on
 //! calls of their own.
 //!
-//! The raft loop must never block on the network, so `send` only queues: each peer has a
-//! bounded queue drained by its own task, which batches whatever is queued into one stream
-//! message, reconnects with backoff when the stream breaks, and tells raft the peer is
-//! unreachable so the leader probes it again. A full queue drops messages (raft retransmits).
+//! The raft loop must never block on the network, so `send` only queues: each Ready's messages
+//! for a peer become one batch pushed into a bounded channel that the peer's gRPC call reads
+//! directly. A task per peer keeps that call connected (reconnecting with backoff) and tells
+//! raft the peer is unreachable when it breaks, so the leader probes it again. A full or
+//! missing stream drops the batch (raft retransmits).
 //! Snapshots stream in chunks on a separate call, so heartbeats never wait behind them.
 
 use std::collections::HashMap;
@@ -33,16 +34,18 @@ pub trait Transport: Send {
     fn send(&self, msgs: Vec<Message>);
 }
 
-/// Messages queued per peer before new ones are dropped.
-const QUEUE: usize = 4096;
-/// Most messages in one stream message.
-const BATCH: usize = 512;
+/// Batches (one per raft Ready) queued per peer before new ones are dropped.
+const QUEUE: usize = 1024;
 /// Snapshot data per chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
+/// The live stream to a peer: the raft loop pushes encoded batches straight into the channel
+/// the gRPC call reads from (no task in between); `None` while disconnected.
+type StreamSlot = Arc<Mutex<Option<mpsc::Sender<RaftBatch>>>>;
+
 struct Peer {
     urls: Vec<String>,
-    tx: mpsc::Sender<Message>,
+    stream: StreamSlot,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -105,21 +108,21 @@ impl PeerTransport {
             if peers.contains_key(&id) || urls.is_empty() {
                 continue;
             }
-            let (tx, rx) = mpsc::channel(QUEUE);
+            let stream: StreamSlot = Arc::new(Mutex::new(None));
             let ctx = StreamCtx {
                 self_id: self.self_id,
-                cluster_id: self.cluster_id,
                 to: id,
                 urls: urls.clone(),
                 node_tx: self.node_tx.clone(),
                 active_since: self.active_since.clone(),
+                stream: stream.clone(),
             };
-            let task = self.rt.spawn(run_stream(ctx, rx));
+            let task = self.rt.spawn(run_stream(ctx));
             peers.insert(
                 id,
                 Peer {
                     urls: urls.clone(),
-                    tx,
+                    stream,
                     task,
                 },
             );
@@ -219,22 +222,46 @@ pub struct SharedTransport(pub Arc<PeerTransport>);
 impl Transport for SharedTransport {
     fn send(&self, msgs: Vec<Message>) {
         let t = &self.0;
-        let peers = t.peers.lock();
         let mut snapshots = Vec::new();
+        let mut by_peer: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 snapshots.push(m);
                 continue;
             }
-            let to = m.to;
-            match peers.get(&to) {
-                Some(p) => {
-                    if p.tx.try_send(m).is_err() {
-                        METRICS.heartbeat_send_failures.inc();
-                        let _ = t.node_tx.send(NodeMsg::Unreachable(to));
-                    }
-                }
-                None => tracing::debug!(to = hex(to), "raft message to an unknown peer dropped"),
+            match m.write_to_bytes() {
+                Ok(bytes) => by_peer.entry(m.to).or_default().push(bytes),
+                Err(e) => tracing::warn!(error = %e, "raft message does not encode"),
+            }
+        }
+        let peers = t.peers.lock();
+        for (to, messages) in by_peer {
+            let Some(p) = peers.get(&to) else {
+                tracing::debug!(to = hex(to), "raft messages to an unknown peer dropped");
+                continue;
+            };
+            let bytes: usize = messages.iter().map(Vec::len).sum();
+            let batch = RaftBatch {
+                cluster_id: t.cluster_id,
+                from: t.self_id,
+                to,
+                messages,
+            };
+            let sent = p
+                .stream
+                .lock()
+                .as_ref()
+                .map(|tx| tx.try_send(batch).is_ok())
+                .unwrap_or(false);
+            if sent {
+                METRICS
+                    .peer_sent_bytes
+                    .with_label_values(&[&hex(to)])
+                    .inc_by(bytes as u64);
+            } else {
+                // Down or backed up: raft retransmits; the leader probes the peer again.
+                METRICS.heartbeat_send_failures.inc();
+                let _ = t.node_tx.send(NodeMsg::Unreachable(to));
             }
         }
         drop(peers);
@@ -246,11 +273,11 @@ impl Transport for SharedTransport {
 
 struct StreamCtx {
     self_id: u64,
-    cluster_id: u64,
     to: u64,
     urls: Vec<String>,
     node_tx: StdSender<NodeMsg>,
     active_since: Arc<Mutex<HashMap<u64, Instant>>>,
+    stream: StreamSlot,
 }
 
 /// Connects to the first reachable URL.
@@ -271,8 +298,9 @@ async fn connect(urls: &[String]) -> Result<Channel, String> {
     Err(last)
 }
 
-/// Keeps one stream to a peer alive and feeds it from the queue.
-async fn run_stream(ctx: StreamCtx, mut rx: mpsc::Receiver<Message>) {
+/// Keeps one stream to a peer alive: connects (with backoff), publishes the stream's sender for
+/// the raft loop, and waits for the call to end.
+async fn run_stream(ctx: StreamCtx) {
     let (local, remote) = (hex(ctx.self_id), hex(ctx.to));
     let mut backoff = Duration::from_millis(50);
     let mut warned = false;
@@ -285,17 +313,13 @@ async fn run_stream(ctx: StreamCtx, mut rx: mpsc::Receiver<Message>) {
                     warned = true;
                 }
                 let _ = ctx.node_tx.send(NodeMsg::Unreachable(ctx.to));
-                // Messages queued meanwhile are stale; raft resends what matters.
-                while rx.try_recv().is_ok() {}
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
-        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(64);
-        let mut client = PeerClient::new(ch).max_encoding_message_size(usize::MAX);
-        let mut call =
-            tokio::spawn(async move { client.send(ReceiverStream::new(stream_rx)).await });
+        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(QUEUE);
+        *ctx.stream.lock() = Some(stream_tx);
         tracing::info!(peer = %remote, "peer stream connected");
         warned = false;
         backoff = Duration::from_millis(50);
@@ -304,35 +328,14 @@ async fn run_stream(ctx: StreamCtx, mut rx: mpsc::Receiver<Message>) {
             .active_peers
             .with_label_values(&[&local, &remote])
             .set(1);
-        loop {
-            tokio::select! {
-                m = rx.recv() => {
-                    let Some(m) = m else { return };
-                    let mut msgs = vec![m];
-                    while msgs.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(m) => msgs.push(m),
-                            Err(_) => break,
-                        }
-                    }
-                    let messages: Vec<Vec<u8>> = msgs.iter().filter_map(|m| m.write_to_bytes().ok()).collect();
-                    let bytes: usize = messages.iter().map(Vec::len).sum();
-                    let batch = RaftBatch { cluster_id: ctx.cluster_id, from: ctx.self_id, to: ctx.to, messages };
-                    if stream_tx.send(batch).await.is_err() {
-                        break;
-                    }
-                    METRICS.peer_sent_bytes.with_label_values(&[&remote]).inc_by(bytes as u64);
-                }
-                res = &mut call => {
-                    match res {
-                        Ok(Err(status)) => tracing::warn!(peer = %remote, code = ?status.code(), error = %status.message(), "peer stream closed"),
-                        _ => tracing::warn!(peer = %remote, "peer stream closed"),
-                    }
-                    break;
-                }
+        let mut client = PeerClient::new(ch).max_encoding_message_size(usize::MAX);
+        match client.send(ReceiverStream::new(stream_rx)).await {
+            Err(status) => {
+                tracing::warn!(peer = %remote, code = ?status.code(), error = %status.message(), "peer stream closed")
             }
+            Ok(_) => tracing::warn!(peer = %remote, "peer stream closed"),
         }
-        call.abort();
+        *ctx.stream.lock() = None;
         ctx.active_since.lock().remove(&ctx.to);
         METRICS
             .active_peers
