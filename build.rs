@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/etcd/v3lock.proto",
         "proto/etcd/v3election.proto",
         "proto/ferrocd/internal.proto",
+        "proto/ferrocd/peer.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

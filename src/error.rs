@@ -57,6 +57,27 @@ pub enum EtcdError {
     /// A member id that is not in the cluster.
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    /// A strict reconfiguration check failed: too few members have started.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// Promotion of a member that is not a learner.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// Promotion of a learner that lags the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// More learners than etcd allows.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// MoveLeader to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// MoveLeader did not finish in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
+    /// Peer URLs that do not parse.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
     /// A member id that is already in the cluster.
     #[error("etcdserver: member ID already exist")]
     MemberExist,
@@ -107,16 +128,27 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
+            | InvalidSortOption | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExist | MemberExist | PeerUrlExist | NotLeader | AuthNotEnabled => {
-                Code::FailedPrecondition
-            }
-            NoLeader | LeaderChanged | Timeout | Stopped | Unhealthy | NotCapable => {
-                Code::Unavailable
-            }
+            LeaseExist
+            | MemberExist
+            | PeerUrlExist
+            | NotLeader
+            | AuthNotEnabled
+            | NotEnoughStartedMembers
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader
+            | LeaderChanged
+            | Timeout
+            | Stopped
+            | Unhealthy
+            | NotCapable
+            | LeaderTransferTimeout => Code::Unavailable,
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,

@@ -15,5 +15,6 @@ pub mod mvcc;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod snap;
 pub mod wait;
 pub mod wal;

@@ -43,7 +43,16 @@ fn main() -> ExitCode {
 async fn run(cfg: Config) -> Result<(), ferrocd::error::ServerError> {
     // Bind first: a port in use must fail before anything is written to disk.
     let listeners = ferrocd::api::bind_client_listeners(&cfg).await?;
-    let server = EtcdServer::start(&cfg)?;
+    let server = EtcdServer::start(&cfg).await?;
+    tokio::select! {
+        _ = server.wait_ready() => {}
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested before the member was ready");
+            let srv = server.clone();
+            let _ = tokio::task::spawn_blocking(move || srv.stop()).await;
+            return Ok(());
+        }
+    }
     tracing::info!(
         name = %cfg.name,
         member_id = format!("{:x}", server.member_id),
@@ -67,11 +76,17 @@ async fn run(cfg: Config) -> Result<(), ferrocd::error::ServerError> {
     shutdown_signal().await;
     tracing::info!("received shutdown signal; stopping");
     let _ = stop_tx.send(true);
-    for t in tasks {
-        match t.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "listener ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "listener task failed"),
-            Ok(Ok(())) => {}
+    // Graceful shutdown waits for clients to hang up; like etcd, give them a moment and then
+    // close the connections ourselves.
+    for mut t in tasks {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "listener ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "listener task failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                tracing::info!("clients still connected after 2s; closing their connections");
+                t.abort();
+            }
         }
     }
     let srv = server.clone();

@@ -8,8 +8,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric ferrocd exports.
@@ -79,6 +79,18 @@ pub struct Metrics {
     pub server_version: IntGaugeVec,
     /// The cluster version (label cluster_version), value 1.
     pub cluster_version: IntGaugeVec,
+    /// Bytes sent to each peer (label To).
+    pub peer_sent_bytes: IntCounterVec,
+    /// Bytes received from each peer (label From).
+    pub peer_received_bytes: IntCounterVec,
+    /// Connected peers (labels Local, Remote), value 1 while connected.
+    pub active_peers: IntGaugeVec,
+    /// Heartbeats that could not be sent.
+    pub heartbeat_send_failures: IntCounter,
+    /// Learners promoted.
+    pub learner_promote_successes: IntCounter,
+    /// Snapshot installs in progress.
+    pub snapshot_apply_in_progress: IntGauge,
     /// Health checks that passed.
     pub health_success: IntCounter,
     /// Health checks that failed.
@@ -103,6 +115,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
@@ -171,6 +189,12 @@ impl Metrics {
             server_id: gauge_vec(&r, "etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.", &["server_id"]),
             server_version: gauge_vec(&r, "etcd_server_version", "Which version is running. 1 for 'server_version' label with current version.", &["server_version"]),
             cluster_version: gauge_vec(&r, "etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version", &["cluster_version"]),
+            peer_sent_bytes: counter_vec(&r, "etcd_network_peer_sent_bytes_total", "The total number of bytes sent to peers.", &["To"]),
+            peer_received_bytes: counter_vec(&r, "etcd_network_peer_received_bytes_total", "The total number of bytes received from peers.", &["From"]),
+            active_peers: gauge_vec(&r, "etcd_network_active_peers", "The current number of active peer connections.", &["Local", "Remote"]),
+            heartbeat_send_failures: counter(&r, "etcd_server_heartbeat_send_failures_total", "The total number of leader heartbeat send failures (likely overloaded from slow disk)."),
+            learner_promote_successes: counter(&r, "etcd_server_learner_promote_successes", "The total number of successful learner promotions while this member is leader."),
+            snapshot_apply_in_progress: gauge(&r, "etcd_server_snapshot_apply_in_progress_total", "1 if the server is applying the incoming snapshot. 0 if none."),
             health_success: counter(&r, "etcd_server_health_success", "The total number of successful health checks"),
             health_failures: counter(&r, "etcd_server_health_failures", "The total number of failed health checks"),
             watchers: gauge(&r, "etcd_debugging_mvcc_watcher_total", "Total number of watchers."),

@@ -1,5 +1,4 @@
-//! The Cluster service. MemberList is served from the member table; membership changes need
-//! the multi-member peer transport and answer Unimplemented until it exists.
+//! The Cluster service: thin adapters over the server's membership operations.
 
 use std::sync::Arc;
 
@@ -25,33 +24,59 @@ impl ClusterService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "ferrocd does not support Cluster.{what} yet (multi-member clusters are not built yet)"
-    ))
+fn to_pb(m: crate::proto::ferrocdpb::Member) -> Member {
+    Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
+fn all(ms: Vec<crate::proto::ferrocdpb::Member>) -> Vec<Member> {
+    ms.into_iter().map(to_pb).collect()
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        let r = req.into_inner();
+        let s = &self.server;
+        let (member, members) = s.member_add(r.peer_ur_ls, r.is_learner).await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(s.header(s.current_revision())),
+            member: Some(to_pb(member)),
+            members: all(members),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let s = &self.server;
+        let members = s.member_remove(req.get_ref().id).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(s.header(s.current_revision())),
+            members: all(members),
+        }))
     }
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        let r = req.into_inner();
+        let s = &self.server;
+        let members = s.member_update(r.id, r.peer_ur_ls).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(s.header(s.current_revision())),
+            members: all(members),
+        }))
     }
 
     async fn member_list(
@@ -62,27 +87,21 @@ impl Cluster for ClusterService {
         if req.get_ref().linearizable {
             s.read_barrier().await?;
         }
-        let members = s
-            .members()
-            .into_iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name,
-                peer_ur_ls: m.peer_urls,
-                client_ur_ls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect();
         Ok(Response::new(MemberListResponse {
             header: Some(s.header(s.current_revision())),
-            members,
+            members: all(s.members()),
         }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let s = &self.server;
+        let members = s.member_promote(req.get_ref().id).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(s.header(s.current_revision())),
+            members: all(members),
+        }))
     }
 }

@@ -1,5 +1,5 @@
-//! The Maintenance service: status and alarms. Defragment, hashes, snapshots, leader transfer
-//! and downgrade arrive with the operations and cluster issues; until then they answer gRPC's
+//! The Maintenance service: status, alarms, hashes and leader transfer. Defragment, snapshot
+//! download and downgrade arrive with the operations issue; until then they answer gRPC's
 //! Unimplemented with a message naming what is missing.
 
 use std::pin::Pin;
@@ -68,7 +68,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: s.applied_index(),
             errors,
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: s.is_learner(),
             ..Default::default()
         }))
     }
@@ -81,11 +81,26 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let s = &self.server;
+        let (hash, _, rev) = s.hash_kv(0)?;
+        Ok(Response::new(HashResponse {
+            header: Some(s.header(rev)),
+            hash,
+        }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let s = &self.server;
+        let (hash, compact_revision, rev) = s.hash_kv(req.get_ref().revision)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(s.header(s.current_revision())),
+            hash,
+            compact_revision,
+            hash_revision: rev,
+        }))
     }
 
     type SnapshotStream =
@@ -100,9 +115,13 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        let s = &self.server;
+        s.move_leader(req.get_ref().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(s.header(s.current_revision())),
+        }))
     }
 
     async fn downgrade(

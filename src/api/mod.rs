@@ -11,6 +11,7 @@ pub mod watch;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 
 use crate::config::Config;
@@ -20,6 +21,22 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::server::EtcdServer;
+
+/// etcd's `hasleader` metadata: a client that sets it (clientv3's `WithRequireLeader`) wants
+/// a request refused with `no leader` rather than served by a member cut off from the leader.
+fn require_leader(server: Arc<EtcdServer>) -> impl tonic::service::Interceptor + Clone {
+    move |req: tonic::Request<()>| {
+        let wants = req
+            .metadata()
+            .get("hasleader")
+            .map(|v| v == "true")
+            .unwrap_or(false);
+        if wants && server.leader() == 0 {
+            return Err(crate::error::EtcdError::NoLeader.into());
+        }
+        Ok(req)
+    }
+}
 
 /// gRPC's receive limit over `--max-request-bytes`, as etcd allows for message framing.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -57,12 +74,14 @@ pub async fn serve(
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()))
         .max_decoding_message_size(max_recv);
     // Watch streams never end on their own: they must end when the listener shuts down, or
-    // the graceful shutdown below would wait for them forever.
+    // the graceful shutdown below would wait for them.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
+    // The watch service checks `hasleader` itself: it also cancels open streams that lose
+    // the leader, as etcd's stream interceptor does.
     let watch = WatchServer::new(watch::WatchService::new(
         server.clone(),
         cfg,
@@ -71,11 +90,12 @@ pub async fn serve(
     ))
     .max_decoding_message_size(max_recv)
     .max_encoding_message_size(usize::MAX);
+    let leader = require_leader(server.clone());
     let routes = Routes::from(http::router(server.clone()))
-        .add_service(kv)
+        .add_service(InterceptedService::new(kv, leader.clone()))
         .add_service(watch)
-        .add_service(maintenance)
-        .add_service(cluster);
+        .add_service(InterceptedService::new(maintenance, leader.clone()))
+        .add_service(InterceptedService::new(cluster, leader));
     let local = listener.local_addr().ok();
     tracing::info!(addr = ?local, "serving client requests (gRPC and HTTP)");
     // Our own listener (bound early), so TCP_NODELAY must be set here: the builder's

@@ -37,6 +37,13 @@ impl Alarms {
         })
     }
 
+    /// Re-reads the alarms from the backend (after a snapshot replaced it).
+    pub fn reload(&self, backend: &Backend) -> Result<(), BackendError> {
+        let fresh = Alarms::load(backend)?;
+        *self.active.write() = fresh.active.into_inner();
+        Ok(())
+    }
+
     /// Every active alarm, as the Alarm RPC lists them.
     pub fn list(&self) -> Vec<AlarmMember> {
         self.active

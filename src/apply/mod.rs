@@ -6,6 +6,8 @@
 
 pub mod alarm;
 pub mod kv;
+mod membership;
+mod snapshot;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use prost::Message as _;
-use raft::prelude::{Entry, EntryType};
+use raft::prelude::{ConfState, Entry, EntryType};
 use tokio::sync::{oneshot, watch};
 
 use crate::backend::{Backend, WriteBatch};
@@ -25,8 +27,12 @@ use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest,
     CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
 };
+use crate::proto::ferrocdpb::Member;
 use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest};
+use crate::raft::transport::PeerTransport;
 use crate::raft::{ApplyTask, NodeMsg};
+use crate::server::members::MemberTable;
+use crate::snap::SnapshotStore;
 use crate::wait::Wait;
 use alarm::Alarms;
 
@@ -42,6 +48,8 @@ pub enum ApplyResponse {
     Compact(CompactionResponse, oneshot::Receiver<()>),
     /// An Alarm request.
     Alarm(AlarmResponse),
+    /// A membership change: the members after it.
+    Members(Vec<Member>),
 }
 
 /// How long applied writes may sit in memory before the backend commit (etcd's
@@ -84,8 +92,24 @@ pub struct Applier {
     pub applied_index: u64,
     /// Index of the last snapshot point.
     pub last_snapshot_index: u64,
+    /// Term of the last applied entry.
+    pub applied_term: u64,
+    /// The raft configuration as of the applied index.
+    pub conf_state: ConfState,
+    /// The member table (shared with the server).
+    pub members: Arc<MemberTable>,
+    /// The peer transport (its peers follow the member table).
+    pub transport: Arc<PeerTransport>,
+    /// Prepared snapshots (raft asks, the applier prepares).
+    pub snaps: Arc<SnapshotStore>,
+    /// Where received snapshot files are kept.
+    pub snap_dir: std::path::PathBuf,
+    /// This member's id.
+    pub member_id: u64,
+    /// The open backend group: when it opened and how many entries it holds.
+    pub group: Option<(Instant, usize)>,
     /// Where committed revisions' events go to reach watchers.
-    pub watch: Arc<WatchHub>,
+    pub watch_hub: Arc<WatchHub>,
 }
 
 impl Applier {
@@ -97,52 +121,59 @@ impl Applier {
     /// entries apply (the WAL already holds them durably) and reads see the group from memory;
     /// a crash loses only backend work that the WAL replays.
     pub fn run(mut self, rx: Receiver<ApplyTask>) {
-        let mut group: Option<(Instant, usize)> = None;
         loop {
-            let wait = group
+            // Wake at least every batch interval: to commit an aging group and to notice
+            // snapshot requests from raft.
+            let wait = self
+                .group
                 .map(|(start, _)| {
                     (start + BATCH_INTERVAL).saturating_duration_since(Instant::now())
                 })
-                .unwrap_or(Duration::from_secs(3600));
+                .unwrap_or(BATCH_INTERVAL);
             match rx.recv_timeout(wait) {
-                Ok(ApplyTask::Entries(entries)) => {
-                    let (_, applied) = group.get_or_insert_with(|| {
+                Ok(ApplyTask::Entries {
+                    entries,
+                    conf_states,
+                }) => {
+                    let (_, applied) = self.group.get_or_insert_with(|| {
                         self.store.write().begin_group();
                         (Instant::now(), 0)
                     });
                     *applied += entries.len();
-                    let mut last_term = 0;
                     for e in entries {
-                        last_term = e.term;
-                        self.apply_entry(e);
+                        self.apply_entry(e, &conf_states);
                     }
                     METRICS.proposals_applied.set(self.applied_index as i64);
                     self.applied_tx.send_replace(self.applied_index);
                     let snapshot_due =
                         self.applied_index - self.last_snapshot_index >= self.snapshot_count;
-                    let (start, n) = group.expect("group opened above");
+                    let (start, n) = self.group.expect("group opened above");
                     if snapshot_due || n >= BATCH_LIMIT || start.elapsed() >= BATCH_INTERVAL {
-                        self.end_group();
-                        group = None;
+                        self.close_group();
                     }
                     if snapshot_due {
-                        self.snapshot_point(last_term);
+                        self.snapshot_point();
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if group.take().is_some() {
-                        self.end_group();
-                    }
-                }
+                Ok(ApplyTask::Install { meta, path }) => self.install_snapshot(meta, path),
+                Err(RecvTimeoutError::Timeout) => self.close_group(),
                 Err(RecvTimeoutError::Disconnected) => {
-                    if group.take().is_some() {
-                        self.end_group();
-                    }
+                    self.close_group();
                     break;
                 }
             }
+            if self.snaps.take_request() {
+                self.prepare_snapshot();
+            }
         }
         tracing::info!("applier stopped");
+    }
+
+    /// Commits the open group, if any.
+    fn close_group(&mut self) {
+        if self.group.take().is_some() {
+            self.end_group();
+        }
     }
 
     /// Commits the open group to the backend. A backend that refuses a write would let state
@@ -156,7 +187,7 @@ impl Applier {
         }
         let committed = store.current_revision();
         drop(store);
-        self.watch.committed(committed);
+        self.watch_hub.committed(committed);
         METRICS
             .backend_commit
             .observe(start.elapsed().as_secs_f64());
@@ -165,8 +196,8 @@ impl Applier {
     /// Makes the backend durable through the applied index and tells raft it may drop the log
     /// before it. The consistent index is written explicitly: the last entries may have been
     /// no-ops that wrote nothing.
-    fn snapshot_point(&mut self, term: u64) {
-        let index = self.applied_index;
+    fn snapshot_point(&mut self) {
+        let (index, term) = (self.applied_index, self.applied_term);
         let start = Instant::now();
         let mut batch = WriteBatch::default();
         batch.set_consistent_index(index);
@@ -185,13 +216,21 @@ impl Applier {
             "backend flushed for snapshot"
         );
         let _ = self.node_tx.send(NodeMsg::Snapshotted { index, term });
+        // Have a snapshot ready for any follower that falls behind the released log.
+        self.prepare_snapshot();
     }
 
-    fn apply_entry(&mut self, e: Entry) {
+    fn apply_entry(&mut self, e: Entry, conf_states: &[(u64, ConfState)]) {
         if e.index <= self.applied_index {
             return;
         }
-        if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+        if e.get_entry_type() != EntryType::EntryNormal {
+            let cs = conf_states
+                .iter()
+                .find(|(i, _)| *i == e.index)
+                .map(|(_, cs)| cs.clone());
+            self.apply_conf_change(&e, cs);
+        } else if !e.data.is_empty() {
             match InternalRequest::decode(&e.data[..]) {
                 Ok(req) => {
                     let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
@@ -213,6 +252,7 @@ impl Applier {
             }
         }
         self.applied_index = e.index;
+        self.applied_term = e.term;
     }
 
     fn apply_request(&mut self, req: InternalRequest, index: u64) -> ApplyResult {
@@ -221,6 +261,8 @@ impl Applier {
         };
         match request {
             Request::Alarm(a) => self.apply_alarm(a, index),
+            Request::MemberAttributes(m) => self.apply_member_attributes(m, index),
+            Request::MemberPeerUrls(m) => self.apply_member_peer_urls(m, index),
             Request::Compaction(c) => self.apply_compaction(c, index),
             other => {
                 if self.alarms.has(AlarmType::Corrupt) {
@@ -267,18 +309,10 @@ impl Applier {
             }
             _ => Err(EtcdError::Internal("not a KV request".into())),
         };
-        let rev = match txn.commit() {
-            Ok(r) => {
-                // Under the store lock, so a reader that sees the revision also finds it there.
-                self.watch.notify(r.rev, r.events);
-                r.rev
-            }
-            Err(e) => {
-                // The backend refused a write: state and WAL would diverge. Stop, as etcd does.
-                tracing::error!(error = %e, index, "backend commit failed; stopping");
-                std::process::exit(1);
-            }
-        };
+        let r = commit_or_stop(txn, index);
+        // Under the store lock, so a reader that sees the revision also finds it in the hub.
+        self.watch_hub.notify(r.rev, r.events);
+        let rev = r.rev;
         METRICS.current_revision.set(rev);
         METRICS.keys_total.set(store.keys_total() as i64);
         drop(store);
@@ -315,8 +349,8 @@ impl Applier {
         METRICS.compact_revision.set(c.revision);
         drop(store);
         // Before the physical compaction starts: watchers behind it are canceled first.
-        self.watch.committed(rev);
-        self.watch.compacted(c.revision);
+        self.watch_hub.committed(rev);
+        self.watch_hub.compacted(c.revision);
         let (done, rx) = oneshot::channel();
         if self
             .compactor
@@ -341,24 +375,24 @@ impl Applier {
         let rev = store.current_revision();
         let mut txn = store.write(index);
         let action = AlarmAction::try_from(a.action).unwrap_or(AlarmAction::Get);
+        let this = || {
+            vec![crate::proto::etcdserverpb::AlarmMember {
+                member_id: a.member_id,
+                alarm: a.alarm,
+            }]
+        };
         let alarms = match action {
             AlarmAction::Get => self.alarms.list(),
+            AlarmAction::Activate if a.alarm == AlarmType::None as i32 => Vec::new(),
             AlarmAction::Activate => {
-                if a.alarm == AlarmType::None as i32 {
-                    Vec::new()
-                } else {
-                    if self.alarms.activate(txn.extra(), a.member_id, a.alarm) {
-                        tracing::warn!(
-                            member = format!("{:x}", a.member_id),
-                            alarm = a.alarm,
-                            "alarm raised"
-                        );
-                    }
-                    vec![crate::proto::etcdserverpb::AlarmMember {
-                        member_id: a.member_id,
-                        alarm: a.alarm,
-                    }]
+                if self.alarms.activate(txn.extra(), a.member_id, a.alarm) {
+                    tracing::warn!(
+                        member = format!("{:x}", a.member_id),
+                        alarm = a.alarm,
+                        "alarm raised"
+                    );
                 }
+                this()
             }
             AlarmAction::Deactivate => {
                 if self.alarms.deactivate(txn.extra(), a.member_id, a.alarm) {
@@ -367,19 +401,13 @@ impl Applier {
                         alarm = a.alarm,
                         "alarm cleared"
                     );
-                    vec![crate::proto::etcdserverpb::AlarmMember {
-                        member_id: a.member_id,
-                        alarm: a.alarm,
-                    }]
+                    this()
                 } else {
                     Vec::new()
                 }
             }
         };
-        if let Err(e) = txn.commit() {
-            tracing::error!(error = %e, index, "backend commit failed; stopping");
-            std::process::exit(1);
-        }
+        commit_or_stop(txn, index);
         Ok(ApplyResponse::Alarm(AlarmResponse {
             header: Some(ResponseHeader {
                 revision: rev,
@@ -387,6 +415,18 @@ impl Applier {
             }),
             alarms,
         }))
+    }
+}
+
+/// Commits an applier write txn. A backend that refuses a write would let state and WAL
+/// diverge, so that stops the member, as etcd does; the WAL replays the entry on restart.
+pub(crate) fn commit_or_stop(txn: crate::mvcc::WriteTxn<'_>, index: u64) -> crate::mvcc::TxnResult {
+    match txn.commit() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, index, "backend commit failed; stopping");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -412,11 +452,13 @@ fn txn_puts(t: &crate::proto::etcdserverpb::TxnRequest, path: &[bool]) -> bool {
 
 /// Runs compactions one after another on their own thread, so physical deletion never holds
 /// up the applier.
-pub fn run_compactor(backend: Arc<Backend>, rx: Receiver<CompactJob>) {
+pub fn run_compactor(backend: Arc<Backend>, snaps: Arc<SnapshotStore>, rx: Receiver<CompactJob>) {
     while let Ok(job) = rx.recv() {
         let rev = job.compaction.revision();
         let start = Instant::now();
         tracing::info!(revision = rev, "compaction started");
+        // A snapshot being streamed promises revisions above its compaction point: wait for it.
+        let _no_snapshot_stream = snaps.compaction_lock.write();
         match job.compaction.run(&backend) {
             Ok(()) => tracing::info!(
                 revision = rev,

@@ -1,5 +1,5 @@
 //! `ferrocdutl`: offline inspection of a stopped member's data dir (like etcdutl): dump the WAL
-//! and report the backend's state. It never modifies the files it reads.
+//! (read-only: a torn tail is reported, not repaired) and report the backend's state.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -168,7 +168,7 @@ impl KeyIndex {
         }
     }
 
-    #[cfg(test)]
+    /// The retained generations, oldest first (HashKV walks them).
     pub fn generations(&self) -> &[Generation] {
         &self.generations
     }

@@ -12,6 +12,7 @@
 
 mod compaction;
 mod group;
+mod hash;
 mod history;
 mod index;
 mod key_index;

@@ -2,8 +2,9 @@
 
 pub mod logger;
 pub mod node;
+pub mod peer_service;
 pub mod storage;
 pub mod transport;
 
-pub use node::{ApplyTask, Node, NodeMsg, NodeParts, RaftStatus};
+pub use node::{ApplyTask, Node, NodeMsg, NodeParts, ProgressInfo, RaftStatus};
 pub use storage::{RaftStorage, Restored};

@@ -35,6 +35,26 @@ pub enum NodeMsg {
     },
     /// A raft message from a peer.
     Step(Box<Message>),
+    /// Propose a membership change; `id` identifies its waiter if raft drops it.
+    ProposeConfChange {
+        /// The request id.
+        id: u64,
+        /// The change.
+        cc: ConfChangeV2,
+    },
+    /// A peer could not be reached (the leader probes it again).
+    Unreachable(u64),
+    /// How sending a snapshot to a peer ended.
+    SnapshotStatus {
+        /// The peer.
+        to: u64,
+        /// Whether it was delivered.
+        ok: bool,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader(u64),
+    /// Report raft's view of replication progress.
+    Progress(tokio::sync::oneshot::Sender<ProgressInfo>),
     /// The applier flushed the backend through `index`; raft may forget older log entries.
     Snapshotted {
         /// The last applied (and now durable in the backend) index.
@@ -48,8 +68,31 @@ pub enum NodeMsg {
 
 /// Committed work for the applier, in log order.
 pub enum ApplyTask {
-    /// Committed entries to apply.
-    Entries(Vec<Entry>),
+    /// Committed entries to apply, with the configuration raft reached at each conf change.
+    Entries {
+        /// The entries.
+        entries: Vec<Entry>,
+        /// (index, configuration after it) for each conf change among them.
+        conf_states: Vec<(u64, ConfState)>,
+    },
+    /// Replace the state with a received snapshot (already durable in the WAL and on disk).
+    Install {
+        /// Where the snapshot is.
+        meta: crate::snap::SnapshotMeta,
+        /// The snapshot file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// Raft's replication view, for learner promotion checks.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressInfo {
+    /// Whether this member leads.
+    pub is_leader: bool,
+    /// The leader's last log index.
+    pub last_index: u64,
+    /// Matched index per member (leader only).
+    pub matched: std::collections::HashMap<u64, u64>,
 }
 
 /// Raft facts other threads read without asking the loop.
@@ -67,6 +110,8 @@ pub struct RaftStatus {
     pub last_index: AtomicU64,
     /// Set when the loop stopped (fatal error or shutdown).
     pub stopped: AtomicBool,
+    /// Whether this member is a learner.
+    pub is_learner: AtomicBool,
 }
 
 /// Called with the request id of a proposal raft refused (no leader, transfer in progress).
@@ -87,6 +132,7 @@ pub struct Node {
     tick: Duration,
     catchup_entries: u64,
     last_persisted_hs: HardState,
+    snap_dir: std::path::PathBuf,
 }
 
 /// How to build a [`Node`].
@@ -113,6 +159,8 @@ pub struct NodeParts {
     pub tick: Duration,
     /// Entries kept in the log behind a snapshot for slow followers.
     pub catchup_entries: u64,
+    /// Where received snapshots are kept.
+    pub snap_dir: std::path::PathBuf,
 }
 
 impl Node {
@@ -138,6 +186,7 @@ impl Node {
             tick: p.tick,
             catchup_entries: p.catchup_entries,
             last_persisted_hs,
+            snap_dir: p.snap_dir,
         })
     }
 
@@ -195,6 +244,32 @@ impl Node {
                     (self.on_dropped)(id);
                 }
             }
+            NodeMsg::ProposeConfChange { id, cc } => {
+                if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
+                    tracing::debug!(error = %e, id, "conf change dropped");
+                    METRICS.proposals_failed.inc();
+                    (self.on_dropped)(id);
+                }
+            }
+            NodeMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            NodeMsg::SnapshotStatus { to, ok } => {
+                let status = if ok {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            NodeMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+            NodeMsg::Progress(reply) => {
+                let r = &self.raw.raft;
+                let info = ProgressInfo {
+                    is_leader: r.state == StateRole::Leader,
+                    last_index: r.raft_log.last_index(),
+                    matched: r.prs().iter().map(|(id, p)| (*id, p.matched)).collect(),
+                };
+                let _ = reply.send(info);
+            }
             NodeMsg::ReadIndex { ctx } => self.raw.read_index(ctx),
             NodeMsg::Step(m) => {
                 if let Err(e) = self.raw.step(*m) {
@@ -245,6 +320,9 @@ impl Node {
         }
         for rs in ready.take_read_states() {
             (self.on_read_state)(rs.request_ctx, rs.index);
+        }
+        if !ready.snapshot().is_empty() {
+            self.install_snapshot(ready.snapshot().clone())?;
         }
         self.dispatch_committed(ready.take_committed_entries());
 
@@ -300,12 +378,46 @@ impl Node {
         Ok(())
     }
 
+    /// A snapshot from the leader: record it durably in the WAL first (so a crash mid-install
+    /// is redone on restart), then reset the raft log to it and hand it to the applier.
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), crate::wal::WalError> {
+        let meta = snap.get_metadata().clone();
+        let (index, term) = (meta.index, meta.term);
+        tracing::info!(index, term, "installing snapshot from the leader");
+        self.wal.append(&[Record::Snapshot { index, term }])?;
+        self.wal.sync()?;
+        if let Err(e) = self.raw.mut_store().apply_snapshot(snap) {
+            tracing::error!(error = %e, index, "raft refused the snapshot");
+            return Ok(());
+        }
+        let path = crate::snap::snap_path(&self.snap_dir, term, index);
+        let meta = crate::snap::SnapshotMeta {
+            index,
+            term,
+            conf_state: meta.get_conf_state().clone(),
+            revision: 0,
+        };
+        self.status.commit.store(index, Ordering::Release);
+        if self
+            .apply_tx
+            .send(ApplyTask::Install { meta, path })
+            .is_err()
+        {
+            tracing::warn!("applier is gone; snapshot not installed");
+        }
+        if let Err(e) = self.wal.release_to(index) {
+            tracing::warn!(error = %e, "releasing WAL segments before the snapshot failed");
+        }
+        Ok(())
+    }
+
     /// Applies conf changes to raft (they must take effect in log order on this thread) and
     /// hands every committed entry to the applier.
     fn dispatch_committed(&mut self, entries: Vec<Entry>) {
         if entries.is_empty() {
             return;
         }
+        let mut conf_states = Vec::new();
         for e in &entries {
             let cc_result = match e.get_entry_type() {
                 EntryType::EntryConfChange => {
@@ -321,7 +433,15 @@ impl Node {
                 EntryType::EntryNormal => continue,
             };
             match cc_result {
-                Ok(Ok(cs)) => self.raw.mut_store().set_conf_state(cs),
+                Ok(Ok(cs)) => {
+                    let me = self.raw.raft.id;
+                    self.status
+                        .is_learner
+                        .store(cs.learners.contains(&me), Ordering::Release);
+                    METRICS.is_learner.set(i64::from(cs.learners.contains(&me)));
+                    conf_states.push((e.index, cs.clone()));
+                    self.raw.mut_store().set_conf_state(cs);
+                }
                 Ok(Err(err)) => {
                     tracing::warn!(error = %err, index = e.index, "conf change rejected by raft")
                 }
@@ -334,7 +454,14 @@ impl Node {
             METRICS.proposals_committed.set(last.index as i64);
             self.status.commit.store(last.index, Ordering::Release);
         }
-        if self.apply_tx.send(ApplyTask::Entries(entries)).is_err() {
+        if self
+            .apply_tx
+            .send(ApplyTask::Entries {
+                entries,
+                conf_states,
+            })
+            .is_err()
+        {
             tracing::warn!("applier is gone; committed entries not applied");
         }
     }

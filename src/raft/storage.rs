@@ -25,6 +25,7 @@ pub struct Restored {
 #[derive(Clone)]
 pub struct RaftStorage {
     mem: MemStorage,
+    snaps: Option<std::sync::Arc<crate::snap::SnapshotStore>>,
 }
 
 impl RaftStorage {
@@ -32,7 +33,7 @@ impl RaftStorage {
     pub fn new(conf_state: ConfState) -> Self {
         let mem = MemStorage::new();
         mem.wl().set_conf_state(conf_state);
-        Self { mem }
+        Self { mem, snaps: None }
     }
 
     /// Rebuilds the log from WAL records, in write order. A later entry with an index already
@@ -119,6 +120,27 @@ impl RaftStorage {
         })
     }
 
+    /// Serves raft's snapshot requests from `snaps` (prepared by the applier).
+    pub fn with_snapshots(mut self, snaps: std::sync::Arc<crate::snap::SnapshotStore>) -> Self {
+        self.snaps = Some(snaps);
+        self
+    }
+
+    /// Resets the log to a snapshot received from the leader.
+    pub fn apply_snapshot(&self, snap: Snapshot) -> raft::Result<()> {
+        self.mem.wl().apply_snapshot(snap)
+    }
+
+    /// Starts the log at a snapshot point holding `conf_state` (a new cluster starts at index 1,
+    /// so a member that joins later is brought up to date by snapshot).
+    pub fn bootstrap_at(&self, index: u64, term: u64, conf_state: ConfState) -> raft::Result<()> {
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = index;
+        snap.mut_metadata().term = term;
+        snap.mut_metadata().set_conf_state(conf_state);
+        self.mem.wl().apply_snapshot(snap)
+    }
+
     /// Appends entries raft handed us in a Ready (overwriting a conflicting tail).
     pub fn append(&self, entries: &[Entry]) -> raft::Result<()> {
         self.mem.wl().append(entries)
@@ -160,6 +182,11 @@ impl RaftStorage {
         self.mem.wl().compact(index)
     }
 
+    /// The term of the entry at `index`, if the log (or its snapshot point) still knows it.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        self.mem.term(index).ok()
+    }
+
     /// Index of the first entry still held.
     pub fn first_index(&self) -> u64 {
         Storage::first_index(&self.mem).unwrap_or(1)
@@ -199,7 +226,25 @@ impl Storage for RaftStorage {
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        self.mem.snapshot(request_index, to)
+        let Some(snaps) = &self.snaps else {
+            return self.mem.snapshot(request_index, to);
+        };
+        let first = Storage::first_index(&self.mem)?;
+        if let Some(p) = snaps.latest() {
+            // Usable if new enough and the log still holds every entry after it.
+            if p.meta.index >= request_index && p.meta.index + 1 >= first {
+                let mut snap = Snapshot::default();
+                let m = snap.mut_metadata();
+                m.index = p.meta.index;
+                m.term = p.meta.term;
+                m.set_conf_state(p.meta.conf_state.clone());
+                return Ok(snap);
+            }
+        }
+        snaps.request();
+        Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }
 

@@ -1,31 +1,42 @@
-//! Opening a member's data dir: create a new member from the flags, or restart one from its
-//! WAL and backend (ignoring the initial-cluster flags, as etcd does).
+//! Opening a member's data dir: create a new cluster's member from the flags, join an existing
+//! cluster, or restart from the WAL and backend (ignoring the initial-cluster flags, as etcd
+//! does).
 //!
-//! Layout (`--data-dir`): `member/wal/` (WAL segments, or `--wal-dir`), `member/db/` (sled).
-//! The WAL's existence marks an initialized member: it is created last, so a crash during
-//! bootstrap leaves a dir that bootstraps again cleanly.
+//! Layout (`--data-dir`): `member/wal/` (WAL segments, or `--wal-dir`), `member/db/` (sled),
+//! `member/snap/` (snapshots received from a leader). The WAL's existence marks an initialized
+//! member: it is created last, so a crash during bootstrap leaves a dir that bootstraps again.
+//!
+//! A new cluster's raft log starts at a snapshot point (index 1, term 1) holding the initial
+//! configuration, so every member starts identical and a member added later — whose log is
+//! empty — is brought up to date by snapshot.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prost::Message as _;
-use raft::prelude::ConfState;
+use raft::prelude::{ConfState, HardState};
 
+use super::members::{cluster_id, load_conf_state, member_id, save_conf_state, MemberTable};
 use crate::backend::{Backend, BackendOptions, Bucket, WriteBatch};
+use crate::config::url_to_string as url_string;
 use crate::config::{ClusterState, Config};
 use crate::error::ServerError;
 use crate::mvcc::{Compaction, Store};
-use crate::proto::ferrocdpb::{ConfState as PbConfState, Member, WalMetadata};
+use crate::proto::ferrocdpb::{Member, WalMetadata};
 use crate::raft::RaftStorage;
-use crate::wal::Wal;
-
-use super::members::{cluster_id, member_id, MemberTable};
-use crate::config::url_to_string as url_string;
+use crate::wal::{Record, Wal};
 
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 const META_MEMBER_ID: &[u8] = b"member_id";
-const META_CONF_STATE: &[u8] = b"conf_state";
+
+/// What a member started with `--initial-cluster-state=existing` learned from the cluster.
+pub struct JoinInfo {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// Its members (including this one, added beforehand with `member add`).
+    pub members: Vec<Member>,
+}
 
 /// Everything a member needs to start serving.
 pub struct Bootstrapped {
@@ -45,10 +56,14 @@ pub struct Bootstrapped {
     pub storage: RaftStorage,
     /// The member table.
     pub members: MemberTable,
+    /// The raft configuration as of the consistent index.
+    pub conf_state: ConfState,
     /// The last raft index the backend has applied.
     pub consistent_index: u64,
     /// The last snapshot point recorded in the WAL.
     pub snapshot_index: u64,
+    /// The term of that snapshot point (or of the consistent index, when known).
+    pub applied_term: u64,
 }
 
 /// Where the WAL lives.
@@ -61,6 +76,11 @@ pub fn wal_dir(cfg: &Config) -> PathBuf {
 /// Where the backend lives.
 pub fn db_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("db")
+}
+
+/// Where received snapshots live.
+pub fn snap_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("snap")
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ServerError + 'a {
@@ -87,16 +107,27 @@ fn create_private_dir(path: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Opens the member in `cfg.data_dir`, creating it if it has no WAL yet.
-pub fn bootstrap(cfg: &Config) -> Result<Bootstrapped, ServerError> {
+/// Whether the member in `cfg` has been initialized before (its WAL exists).
+pub fn is_initialized(cfg: &Config) -> bool {
+    Wal::exists(&wal_dir(cfg))
+}
+
+/// Opens the member in `cfg.data_dir`, creating it if it has no WAL yet. `join` is what the
+/// cluster said when this member joins an existing one.
+pub fn bootstrap(cfg: &Config, join: Option<JoinInfo>) -> Result<Bootstrapped, ServerError> {
     create_private_dir(&cfg.data_dir)?;
     create_private_dir(&cfg.data_dir.join("member"))?;
     let wal_dir = wal_dir(cfg);
     if Wal::exists(&wal_dir) {
         tracing::info!(data_dir = %cfg.data_dir.display(), "restarting member from existing data dir; --initial-cluster flags are ignored");
-        restart(cfg, &wal_dir)
-    } else {
-        create(cfg, &wal_dir)
+        return restart(cfg, &wal_dir);
+    }
+    match (cfg.initial_cluster_state, join) {
+        (ClusterState::Existing, Some(join)) => create_joining(cfg, &wal_dir, join),
+        (ClusterState::Existing, None) => Err(ServerError::State(
+            "--initial-cluster-state=existing needs a reachable member of the cluster in --initial-cluster".into(),
+        )),
+        (ClusterState::New, _) => create_new(cfg, &wal_dir),
     }
 }
 
@@ -105,15 +136,8 @@ fn open_backend(cfg: &Config) -> Result<Arc<Backend>, ServerError> {
     Ok(Arc::new(Backend::open(&dir, BackendOptions::default())?))
 }
 
-fn create(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
-    if cfg.initial_cluster_state == ClusterState::Existing {
-        return Err(ServerError::State(
-            "--initial-cluster-state=existing joins a running cluster through the peer transport, \
-             which this ferrocd build does not have yet; start a single member with --initial-cluster-state=new"
-                .into(),
-        ));
-    }
-    // Group URLs by member name, in flag order.
+/// The members named by `--initial-cluster`, with etcd's ids.
+pub fn initial_members(cfg: &Config) -> Vec<Member> {
     let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
     for (name, u) in &cfg.initial_cluster {
         let s = url_string(u);
@@ -122,24 +146,35 @@ fn create(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
             None => grouped.push((name.clone(), vec![s])),
         }
     }
-    if grouped.len() > 1 {
-        return Err(ServerError::State(format!(
-            "--initial-cluster names {} members; this ferrocd build runs single-member clusters only \
-             (the peer transport for multi-member clusters is not built yet)",
-            grouped.len()
-        )));
-    }
-    let token = &cfg.initial_cluster_token;
-    let members: Vec<Member> = grouped
-        .iter()
+    grouped
+        .into_iter()
         .map(|(name, urls)| Member {
-            id: member_id(urls, token, None),
-            name: name.clone(),
-            peer_urls: urls.clone(),
+            id: member_id(&urls, &cfg.initial_cluster_token, None),
+            name,
+            peer_urls: urls,
             client_urls: Vec::new(),
             is_learner: false,
         })
-        .collect();
+        .collect()
+}
+
+fn refuse_stale_backend(
+    cfg: &Config,
+    backend: &Backend,
+    wal_dir: &Path,
+) -> Result<(), ServerError> {
+    if backend.consistent_index()? > 0 {
+        return Err(ServerError::State(format!(
+            "{} holds applied data but the WAL in {} is missing; restore the WAL or start from an empty data dir",
+            db_dir(&cfg.data_dir).display(),
+            wal_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn create_new(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
+    let members = initial_members(cfg);
     let Some(local) = members.iter().find(|m| m.name == cfg.name).cloned() else {
         return Err(ServerError::State(format!(
             "--initial-cluster has no member named {:?} (--name); add {}=<peer url> to it",
@@ -148,15 +183,9 @@ fn create(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
     };
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     let cid = cluster_id(&ids);
-
     let backend = open_backend(cfg)?;
-    if backend.consistent_index()? > 0 {
-        return Err(ServerError::State(format!(
-            "{} holds applied data but the WAL in {} is missing; restore the WAL or start from an empty data dir",
-            db_dir(&cfg.data_dir).display(),
-            wal_dir.display()
-        )));
-    }
+    refuse_stale_backend(cfg, &backend, wal_dir)?;
+
     let table = MemberTable::default();
     let mut batch = WriteBatch::default();
     for mut m in members {
@@ -165,25 +194,47 @@ fn create(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
         }
         table.upsert(&mut batch, m);
     }
-    let cs = PbConfState {
+    let cs = ConfState {
         voters: ids.clone(),
         ..Default::default()
     };
-    batch.put(Bucket::Meta, META_CONF_STATE, cs.encode_to_vec());
+    save_conf_state(&mut batch, &cs);
     batch.put(Bucket::Meta, META_CLUSTER_ID, &cid.to_be_bytes()[..]);
     batch.put(Bucket::Meta, META_MEMBER_ID, &local.id.to_be_bytes()[..]);
+    batch.set_consistent_index(1);
     backend.commit(batch)?;
     backend.flush()?;
 
+    // The log starts at a snapshot point: index 1, term 1, holding the initial configuration.
     let meta = WalMetadata {
         member_id: local.id,
         cluster_id: cid,
     };
-    let wal = Wal::create(wal_dir, &meta.encode_to_vec())?;
+    let mut wal = Wal::create(wal_dir, &meta.encode_to_vec())?;
+    wal.append(&[
+        Record::Snapshot { index: 1, term: 1 },
+        Record::HardState {
+            term: 1,
+            vote: 0,
+            commit: 1,
+        },
+    ])?;
+    wal.sync()?;
+    let storage = RaftStorage::new(cs.clone());
+    storage
+        .bootstrap_at(1, 1, cs.clone())
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    storage.set_hard_state(HardState {
+        term: 1,
+        vote: 0,
+        commit: 1,
+        ..Default::default()
+    });
     tracing::info!(
         member_id = format!("{:x}", local.id),
         cluster_id = format!("{cid:x}"),
         name = %cfg.name,
+        members = ids.len(),
         "bootstrapped a new cluster"
     );
     let (store, pending_compaction) = Store::open(backend.clone())?;
@@ -194,39 +245,91 @@ fn create(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
         store,
         pending_compaction,
         wal,
-        storage: RaftStorage::new(to_raft_conf_state(&cs)),
+        storage,
         members: table,
-        consistent_index: 0,
-        snapshot_index: 0,
+        conf_state: cs,
+        consistent_index: 1,
+        snapshot_index: 1,
+        applied_term: 1,
     })
 }
 
-fn to_raft_conf_state(cs: &PbConfState) -> ConfState {
-    ConfState {
-        voters: cs.voters.clone(),
-        learners: cs.learners.clone(),
-        voters_outgoing: cs.voters_outgoing.clone(),
-        learners_next: cs.learners_next.clone(),
-        auto_leave: cs.auto_leave,
-        ..Default::default()
+fn create_joining(
+    cfg: &Config,
+    wal_dir: &Path,
+    join: JoinInfo,
+) -> Result<Bootstrapped, ServerError> {
+    let mut mine: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(url_string)
+        .collect();
+    mine.sort();
+    let local = join.members.iter().find(|m| {
+        let mut urls = m.peer_urls.clone();
+        urls.sort();
+        urls == mine
+    });
+    let Some(local) = local.cloned() else {
+        return Err(ServerError::State(format!(
+            "no member of cluster {:x} has peer URLs {mine:?}; add this member first with \
+             `etcdctl member add {} --peer-urls={}`",
+            join.cluster_id,
+            cfg.name,
+            mine.join(",")
+        )));
+    };
+    let backend = open_backend(cfg)?;
+    refuse_stale_backend(cfg, &backend, wal_dir)?;
+    let table = MemberTable::default();
+    let mut batch = WriteBatch::default();
+    for m in join.members {
+        table.upsert(&mut batch, m);
     }
+    batch.put(
+        Bucket::Meta,
+        META_CLUSTER_ID,
+        &join.cluster_id.to_be_bytes()[..],
+    );
+    batch.put(Bucket::Meta, META_MEMBER_ID, &local.id.to_be_bytes()[..]);
+    backend.commit(batch)?;
+    backend.flush()?;
+    let meta = WalMetadata {
+        member_id: local.id,
+        cluster_id: join.cluster_id,
+    };
+    let wal = Wal::create(wal_dir, &meta.encode_to_vec())?;
+    tracing::info!(
+        member_id = format!("{:x}", local.id),
+        cluster_id = format!("{:x}", join.cluster_id),
+        learner = local.is_learner,
+        "joining an existing cluster; waiting for the leader's snapshot"
+    );
+    let (store, pending_compaction) = Store::open(backend.clone())?;
+    Ok(Bootstrapped {
+        member_id: local.id,
+        cluster_id: join.cluster_id,
+        backend,
+        store,
+        pending_compaction,
+        wal,
+        // No configuration yet: it arrives with the leader's snapshot.
+        storage: RaftStorage::new(ConfState::default()),
+        members: table,
+        conf_state: ConfState::default(),
+        consistent_index: 0,
+        snapshot_index: 0,
+        applied_term: 0,
+    })
 }
 
 fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
     let (wal, records) = Wal::open(wal_dir)?;
     let backend = open_backend(cfg)?;
-    let cs = match backend.get(Bucket::Meta, META_CONF_STATE)? {
-        Some(v) => PbConfState::decode(&v[..])
-            .map_err(|e| ServerError::State(format!("backend conf state does not decode: {e}")))?,
-        None => {
-            return Err(ServerError::State(format!(
-                "backend in {} has no cluster configuration; the data dir is incomplete",
-                db_dir(&cfg.data_dir).display()
-            )))
-        }
-    };
-    let restored =
-        RaftStorage::restore(to_raft_conf_state(&cs), records).map_err(ServerError::Raft)?;
+    let cs = load_conf_state(&backend)
+        .map_err(ServerError::State)?
+        .unwrap_or_default();
+    let restored = RaftStorage::restore(cs, records).map_err(ServerError::Raft)?;
     let meta = restored
         .metadata
         .as_deref()
@@ -248,8 +351,29 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
             )));
         }
     }
-    let consistent_index = backend.consistent_index()?;
+    let mut consistent_index = backend.consistent_index()?;
+    // A snapshot from the leader that was recorded but not (fully) installed: install it now.
+    if let Some((index, term)) = restored.snapshot {
+        if consistent_index < index {
+            let path = crate::snap::snap_path(&snap_dir(&cfg.data_dir), term, index);
+            if !path.exists() {
+                return Err(ServerError::State(format!(
+                    "the WAL records a snapshot at index {index} but {} is missing; \
+                     remove this member's data dir and re-add it",
+                    path.display()
+                )));
+            }
+            tracing::warn!(index, "finishing an interrupted snapshot install");
+            crate::snap::install(&backend, &path, index).map_err(ServerError::State)?;
+            consistent_index = index;
+        }
+    }
+    // The configuration as of the consistent index (the snapshot may have replaced it).
+    let cs = load_conf_state(&backend)
+        .map_err(ServerError::State)?
+        .unwrap_or_default();
     let storage = restored.storage;
+    storage.set_conf_state(cs.clone());
     if consistent_index + 1 < storage.first_index() {
         return Err(ServerError::State(format!(
             "backend has applied up to raft index {consistent_index} but the WAL starts at {}; \
@@ -259,18 +383,8 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
     }
     storage.ensure_commit_at_least(consistent_index);
     let members = MemberTable::load(&backend)?;
-    // Re-publish our client URLs if the flags changed them (the applier is not running yet).
-    if let Some(mut me) = members.get(meta.member_id) {
-        let urls: Vec<String> = cfg.advertise_client_urls.iter().map(url_string).collect();
-        if me.client_urls != urls || me.name != cfg.name {
-            me.client_urls = urls;
-            me.name = cfg.name.clone();
-            let mut batch = WriteBatch::default();
-            members.upsert(&mut batch, me);
-            backend.commit(batch)?;
-        }
-    }
     let (store, pending_compaction) = Store::open(backend.clone())?;
+    let applied_term = storage.term_of(consistent_index).unwrap_or(0);
     tracing::info!(
         member_id = format!("{:x}", meta.member_id),
         cluster_id = format!("{:x}", meta.cluster_id),
@@ -289,7 +403,9 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
         wal,
         storage,
         members,
+        conf_state: cs,
         consistent_index,
         snapshot_index: restored.snapshot.map(|(i, _)| i).unwrap_or(0),
+        applied_term,
     })
 }

@@ -68,6 +68,28 @@ impl MemberTable {
         self.members.write().insert(m.id, m);
     }
 
+    /// Removes a member, persisting it in `batch`.
+    pub fn remove(&self, batch: &mut WriteBatch, id: u64) -> Option<Member> {
+        batch.delete(Bucket::Members, &id.to_be_bytes());
+        self.members.write().remove(&id)
+    }
+
+    /// Re-reads the table from the backend (after a snapshot replaced it).
+    pub fn reload(&self, backend: &Backend) -> Result<(), BackendError> {
+        let fresh = MemberTable::load(backend)?;
+        *self.members.write() = fresh.members.into_inner();
+        Ok(())
+    }
+
+    /// (id, peer URLs) of every member, for the transport.
+    pub fn peer_urls(&self) -> Vec<(u64, Vec<String>)> {
+        self.members
+            .read()
+            .values()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect()
+    }
+
     /// Every member, ordered by id.
     pub fn list(&self) -> Vec<Member> {
         self.members.read().values().cloned().collect()
@@ -77,6 +99,41 @@ impl MemberTable {
     pub fn get(&self, id: u64) -> Option<Member> {
         self.members.read().get(&id).cloned()
     }
+}
+
+/// Meta key of the raft configuration the backend was last applied with.
+pub const META_CONF_STATE: &[u8] = b"conf_state";
+
+/// Persists the raft configuration in `batch` (read back on restart).
+pub fn save_conf_state(batch: &mut WriteBatch, cs: &raft::prelude::ConfState) {
+    let pb = crate::proto::ferrocdpb::ConfState {
+        voters: cs.voters.clone(),
+        learners: cs.learners.clone(),
+        voters_outgoing: cs.voters_outgoing.clone(),
+        learners_next: cs.learners_next.clone(),
+        auto_leave: cs.auto_leave,
+    };
+    batch.put(Bucket::Meta, META_CONF_STATE, pb.encode_to_vec());
+}
+
+/// The raft configuration stored in the backend, if any.
+pub fn load_conf_state(backend: &Backend) -> Result<Option<raft::prelude::ConfState>, String> {
+    let Some(v) = backend
+        .get(Bucket::Meta, META_CONF_STATE)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let cs = crate::proto::ferrocdpb::ConfState::decode(&v[..])
+        .map_err(|e| format!("backend conf state does not decode: {e}"))?;
+    Ok(Some(raft::prelude::ConfState {
+        voters: cs.voters,
+        learners: cs.learners,
+        voters_outgoing: cs.voters_outgoing,
+        learners_next: cs.learners_next,
+        auto_leave: cs.auto_leave,
+        ..Default::default()
+    }))
 }
 
 #[cfg(test)]

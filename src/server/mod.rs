@@ -3,6 +3,8 @@
 //! and exposes the member's status. The gRPC layer (`api/`) is a thin adapter over it.
 
 pub mod bootstrap;
+pub mod cluster;
+pub mod join;
 pub mod members;
 pub mod read_index;
 
@@ -30,8 +32,10 @@ use crate::proto::etcdserverpb::{
     ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest, Member, RequestHeader};
-use crate::raft::transport::NoPeers;
+use crate::raft::peer_service::PeerService;
+use crate::raft::transport::{PeerTransport, SharedTransport};
 use crate::raft::{Node, NodeMsg, NodeParts, RaftStatus};
+use crate::snap::SnapshotStore;
 use crate::wait::{IdGenerator, Wait};
 use bootstrap::Bootstrapped;
 use members::MemberTable;
@@ -61,12 +65,16 @@ pub struct EtcdServer {
     status: Arc<RaftStatus>,
     applied: watch::Receiver<u64>,
     reads: Arc<ReadIndex>,
-    members: MemberTable,
+    members: Arc<MemberTable>,
     alarms: Arc<Alarms>,
+    transport: Arc<PeerTransport>,
     max_request_bytes: usize,
+    strict_reconfig_check: bool,
+    election_timeout: Duration,
     request_timeout: Duration,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    watch: Arc<WatchHub>,
+    ready: watch::Sender<bool>,
+    watch_hub: Arc<WatchHub>,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
@@ -81,14 +89,38 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 }
 
 impl EtcdServer {
-    /// Opens the data dir and starts the raft loop, the applier and the compactor.
-    /// Must be called inside a tokio runtime (the read loop is a task).
-    pub fn start(cfg: &Config) -> Result<Arc<EtcdServer>, ServerError> {
-        let boot: Bootstrapped = bootstrap::bootstrap(cfg)?;
+    /// Opens the data dir and starts the raft loop, the applier, the compactor and the peer
+    /// service. Peer listeners are bound first, so a port in use fails before anything is
+    /// written; a member joining an existing cluster asks it for the membership first.
+    pub async fn start(cfg: &Config) -> Result<Arc<EtcdServer>, ServerError> {
+        let mut peer_listeners = Vec::new();
+        for u in &cfg.listen_peer_urls {
+            let addr =
+                crate::config::bind_addr(u).map_err(|e| ServerError::State(e.to_string()))?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    url: u.to_string(),
+                    source,
+                })?;
+            peer_listeners.push(l);
+        }
+        let join = if !bootstrap::is_initialized(cfg)
+            && cfg.initial_cluster_state == crate::config::ClusterState::Existing
+        {
+            Some(join::fetch_cluster(cfg).await?)
+        } else {
+            None
+        };
+        let cfg_owned = cfg.clone();
+        let boot: Bootstrapped =
+            tokio::task::spawn_blocking(move || bootstrap::bootstrap(&cfg_owned, join))
+                .await
+                .map_err(|e| ServerError::State(format!("bootstrap task failed: {e}")))??;
         let member_id = boot.member_id;
         let alarms = Arc::new(Alarms::load(&boot.backend)?);
         let store = Arc::new(RwLock::new(boot.store));
-        let watch = WatchHub::start(store.clone(), HubConfig::default()).map_err(|source| {
+        let watch_hub = WatchHub::start(store.clone(), HubConfig::default()).map_err(|source| {
             ServerError::Io {
                 what: "cannot start thread",
                 path: "watch hub".into(),
@@ -97,11 +129,28 @@ impl EtcdServer {
         })?;
         let wait: Arc<Wait<ApplyResult>> = Arc::new(Wait::default());
         let status = Arc::new(RaftStatus::default());
+        status.is_learner.store(
+            boot.conf_state.learners.contains(&member_id),
+            Ordering::Release,
+        );
         let reads = ReadIndex::new();
+        let members = Arc::new(boot.members);
+        let snaps = Arc::new(SnapshotStore::default());
+        let snap_dir = bootstrap::snap_dir(&cfg.data_dir);
         let (node_tx, node_rx) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::channel();
         let (compact_tx, compact_rx) = mpsc::channel::<CompactJob>();
         let (applied_tx, applied_rx) = watch::channel(boot.consistent_index);
+
+        let transport = PeerTransport::new(
+            member_id,
+            boot.cluster_id,
+            tokio::runtime::Handle::current(),
+            node_tx.clone(),
+            snaps.clone(),
+            boot.backend.clone(),
+        );
+        transport.set_peers(&members.peer_urls());
 
         let heartbeat = cfg.heartbeat_interval.max(Duration::from_millis(1));
         let election_ticks =
@@ -121,16 +170,17 @@ impl EtcdServer {
         let reads_cb = reads.clone();
         let node = Node::new(NodeParts {
             config: rc,
-            storage: boot.storage,
+            storage: boot.storage.with_snapshots(snaps.clone()),
             wal: boot.wal,
             rx: node_rx,
             apply_tx,
-            transport: Box::new(NoPeers),
+            transport: Box::new(SharedTransport(transport.clone())),
             status: status.clone(),
             on_dropped: Box::new(move |id| on_dropped_wait.trigger(id, Err(EtcdError::NoLeader))),
             on_read_state: Box::new(move |ctx, index| reads_cb.on_read_state(&ctx, index)),
             tick: heartbeat,
             catchup_entries: cfg.snapshot_catchup_entries,
+            snap_dir: snap_dir.clone(),
         })
         .map_err(|e| ServerError::Raft(e.to_string()))?;
 
@@ -145,7 +195,15 @@ impl EtcdServer {
             snapshot_count: cfg.snapshot_count.max(1),
             applied_index: boot.consistent_index,
             last_snapshot_index: boot.snapshot_index,
-            watch: watch.clone(),
+            applied_term: boot.applied_term,
+            conf_state: boot.conf_state,
+            members: members.clone(),
+            transport: transport.clone(),
+            snaps: snaps.clone(),
+            snap_dir: snap_dir.clone(),
+            member_id,
+            group: None,
+            watch_hub: watch_hub.clone(),
         };
         if let Some(c) = boot.pending_compaction {
             let (done, _) = tokio::sync::oneshot::channel();
@@ -159,8 +217,10 @@ impl EtcdServer {
             });
         }
         let mut threads = Vec::new();
-        let be = boot.backend.clone();
-        threads.push(spawn("compactor", move || run_compactor(be, compact_rx))?);
+        let (be, sn) = (boot.backend.clone(), snaps.clone());
+        threads.push(spawn("compactor", move || {
+            run_compactor(be, sn, compact_rx)
+        })?);
         threads.push(spawn("applier", move || applier.run(apply_rx))?);
         threads.push(spawn("raft", move || node.run())?);
 
@@ -193,7 +253,7 @@ impl EtcdServer {
             METRICS.keys_total.set(s.keys_total() as i64);
         }
 
-        Ok(Arc::new(EtcdServer {
+        let server = Arc::new(EtcdServer {
             member_id,
             cluster_id: boot.cluster_id,
             name: cfg.name.clone(),
@@ -205,13 +265,105 @@ impl EtcdServer {
             status,
             applied: applied_rx,
             reads,
-            members: boot.members,
+            members,
             alarms,
+            transport,
             max_request_bytes: cfg.max_request_bytes,
+            strict_reconfig_check: cfg.strict_reconfig_check,
+            election_timeout: cfg.election_timeout,
             request_timeout,
             threads: Mutex::new(threads),
-            watch,
-        }))
+            ready: watch::channel(false).0,
+            watch_hub,
+        });
+        for l in peer_listeners {
+            server.clone().serve_peers(l, snap_dir.clone());
+        }
+        server.clone().publish_attributes(
+            cfg.name.clone(),
+            cfg.advertise_client_urls
+                .iter()
+                .map(crate::config::url_to_string)
+                .collect(),
+        );
+        Ok(server)
+    }
+
+    /// Serves the peer service on `listener` for the life of the process.
+    fn serve_peers(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        snap_dir: std::path::PathBuf,
+    ) {
+        let me = self.clone();
+        let members = self.members.clone();
+        let svc = PeerService {
+            self_id: self.member_id,
+            cluster_id: self.cluster_id,
+            node_tx: self.node_tx.clone(),
+            snap_dir,
+            members: Arc::new(move || members.list()),
+            learner_check: Arc::new(move |id| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(me.local_learner_check(id).await);
+                });
+                rx
+            }),
+        };
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "serving peer traffic");
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(
+                    crate::proto::ferrocdpb::peer_server::PeerServer::new(svc)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX),
+                )
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "peer server failed");
+            }
+        });
+    }
+
+    /// Publishes this member's name and client URLs through raft once it has a leader, on
+    /// every start as etcd does, so every member's table shows them; the member is ready for
+    /// clients once this has been applied (see [`EtcdServer::wait_ready`]).
+    fn publish_attributes(self: Arc<Self>, name: String, client_urls: Vec<String>) {
+        tokio::spawn(async move {
+            loop {
+                if self.members.get(self.member_id).is_some() && self.leader() != 0 {
+                    let req = crate::proto::ferrocdpb::MemberAttributes {
+                        id: self.member_id,
+                        name: name.clone(),
+                        client_urls: client_urls.clone(),
+                    };
+                    match self.propose(Request::MemberAttributes(req)).await {
+                        Ok(_) => {
+                            tracing::info!(name = %name, client_urls = ?client_urls, "published member attributes; ready to serve clients");
+                            self.ready.send_replace(true);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "publishing member attributes failed; retrying")
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Resolves once this member has joined the cluster and published itself (etcd serves
+    /// clients only from then on).
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Stops the raft loop (syncing the WAL), lets the applier drain, and flushes the backend.
@@ -227,7 +379,7 @@ impl EtcdServer {
             }
             let _ = t.join();
         }
-        self.watch.stop();
+        self.watch_hub.stop();
         if let Err(e) = self.backend.flush() {
             tracing::error!(error = %e, "final backend flush failed");
         }
@@ -255,7 +407,7 @@ impl EtcdServer {
     }
 
     /// Proposes a request through raft and waits until it is applied here.
-    async fn propose(&self, request: Request) -> Result<ApplyResponse, EtcdError> {
+    pub(crate) async fn propose(&self, request: Request) -> Result<ApplyResponse, EtcdError> {
         if self.status.stopped.load(Ordering::Acquire) {
             return Err(EtcdError::Stopped);
         }
@@ -427,6 +579,21 @@ impl EtcdServer {
         self.members.list()
     }
 
+    /// Whether this member is a learner.
+    pub fn is_learner(&self) -> bool {
+        self.status.is_learner.load(Ordering::Acquire)
+    }
+
+    /// Whether this member leads.
+    pub fn is_leader(&self) -> bool {
+        self.status.is_leader.load(Ordering::Acquire)
+    }
+
+    /// HashKV at `rev` (0 = current): (hash, compact revision, revision hashed).
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), EtcdError> {
+        self.store.read().hash_kv(rev).map_err(kv::mvcc_err)
+    }
+
     /// The current leader's id (0 if none).
     pub fn leader(&self) -> u64 {
         self.status.leader.load(Ordering::Acquire)
@@ -463,7 +630,7 @@ impl EtcdServer {
 
     /// The watch hub (the Watch service opens its streams here).
     pub fn watch_hub(&self) -> &Arc<WatchHub> {
-        &self.watch
+        &self.watch_hub
     }
 
     /// How long a proposal may wait before `request timed out`.

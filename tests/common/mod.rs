@@ -19,6 +19,12 @@ pub fn free_port() -> u16 {
 /// One ferrocd process and its data dir.
 pub struct Member {
     child: Option<Child>,
+    /// --name.
+    pub name: String,
+    /// --initial-cluster (empty: just this member).
+    pub initial_cluster: String,
+    /// --initial-cluster-state.
+    pub cluster_state: String,
     /// e.g. http://127.0.0.1:23791
     pub client_url: String,
     /// e.g. http://127.0.0.1:23801
@@ -52,6 +58,9 @@ impl Member {
         let log_path = data_dir.with_extension("log");
         let mut m = Member {
             child: None,
+            name: "m1".into(),
+            initial_cluster: String::new(),
+            cluster_state: "new".into(),
             client_url: String::new(),
             peer_url: String::new(),
             data_dir,
@@ -61,6 +70,66 @@ impl Member {
         };
         m.spawn_and_wait();
         m
+    }
+
+    /// A cluster member that is not started yet (see [`Cluster`]).
+    pub fn unstarted(
+        name: &str,
+        data_dir: PathBuf,
+        client_url: String,
+        peer_url: String,
+        extra: &[&str],
+    ) -> Member {
+        Member {
+            child: None,
+            name: name.into(),
+            initial_cluster: String::new(),
+            cluster_state: "new".into(),
+            client_url,
+            peer_url,
+            log_path: data_dir.with_extension("log"),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: None,
+        }
+    }
+
+    /// Starts the process without waiting for it.
+    pub fn launch(&mut self) {
+        self.child = Some(self.spawn());
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the process to exit on its own; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Restarts on the same data dir and the same URLs (a member's peer URL is its identity).
+    pub fn restart_same_urls(&mut self) {
+        self.kill9();
+        self.launch();
+        if let Err(e) = self.wait_ready(Duration::from_secs(30)) {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            panic!("{} did not come back: {e}\n--- log ---\n{log}", self.name);
+        }
     }
 
     fn spawn_and_wait(&mut self) {
@@ -88,9 +157,14 @@ impl Member {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
+        let initial_cluster = if self.initial_cluster.is_empty() {
+            format!("{}={}", self.name, self.peer_url)
+        } else {
+            self.initial_cluster.clone()
+        };
         Command::new(ferrocd_bin())
             .arg("--name")
-            .arg("m1")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen-client-urls")
@@ -102,7 +176,9 @@ impl Member {
             .arg("--initial-advertise-peer-urls")
             .arg(&self.peer_url)
             .arg("--initial-cluster")
-            .arg(format!("m1={}", self.peer_url))
+            .arg(initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg(&self.cluster_state)
             .args(&self.extra)
             .env("FERROCD_LOG", "info")
             .stdin(Stdio::null())
@@ -236,4 +312,77 @@ pub fn http_get(endpoint: &str, path: &str) -> Result<(u16, String), String> {
         .ok_or_else(|| format!("bad response: {buf:?}"))?;
     let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Ok((status, body))
+}
+
+/// Several members forming one cluster, each in its own dir under one temp dir.
+pub struct Cluster {
+    /// The members, in --initial-cluster order.
+    pub members: Vec<Member>,
+    /// Where their dirs live.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` members (m1..mn) together and waits until each serves.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut members: Vec<Member> = (1..=n)
+            .map(|i| {
+                Member::unstarted(
+                    &format!("m{i}"),
+                    dir.path().join(format!("m{i}")),
+                    format!("http://127.0.0.1:{}", free_port()),
+                    format!("http://127.0.0.1:{}", free_port()),
+                    extra,
+                )
+            })
+            .collect();
+        let ic: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect();
+        for m in &mut members {
+            m.initial_cluster = ic.join(",");
+            m.launch();
+        }
+        for m in &mut members {
+            if let Err(e) = m.wait_ready(Duration::from_secs(30)) {
+                let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+                panic!("{} did not become ready: {e}\n--- log ---\n{log}", m.name);
+            }
+        }
+        Cluster { members, dir }
+    }
+
+    /// Every member's client endpoint (host:port).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint()).collect()
+    }
+
+    /// The index of the member that currently leads, asked of member `via`.
+    pub async fn leader(&self, via: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) =
+                etcd_client::Client::connect([self.members[via].endpoint()], None).await
+            {
+                if let Ok(st) = c.status().await {
+                    let leader = st.leader();
+                    for (i, m) in self.members.iter().enumerate() {
+                        if let Ok(mut mc) = etcd_client::Client::connect([m.endpoint()], None).await
+                        {
+                            if let Ok(s) = mc.status().await {
+                                if s.header().map(|h| h.member_id()) == Some(leader) && leader != 0
+                                {
+                                    return i;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader found");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -259,6 +259,11 @@ struct State {
     next_watcher: WatcherId,
     next_stream: StreamId,
     progress_waiting: IdSet<StreamId>,
+    /// Bumped when the store is being replaced: a catch-up step that read the old backend
+    /// delivers nothing.
+    generation: u64,
+    /// The backend is being replaced by a snapshot: no catch-up until `restore`.
+    restoring: bool,
 }
 
 struct Ring {
@@ -366,6 +371,8 @@ impl WatchHub {
                 next_watcher: 1,
                 next_stream: 1,
                 progress_waiting: IdSet::default(),
+                generation: 0,
+                restoring: false,
             }),
             ring: Mutex::new(Ring {
                 entries: VecDeque::new(),
@@ -727,6 +734,14 @@ impl WatchHub {
         self.syncer.raise();
     }
 
+    /// The backend is about to be replaced by a snapshot: catch-up stops reading it until
+    /// [`WatchHub::restore`], and a catch-up step in flight discards what it read.
+    pub fn begin_restore(&self) {
+        let mut st = self.state.lock();
+        st.restoring = true;
+        st.generation += 1;
+    }
+
     /// The store was replaced wholesale (a raft snapshot was installed) and is now at `rev`,
     /// compacted at `compact_rev`: the ring no longer matches it, so it is emptied, and every
     /// watcher is caught up from the new backend from the revision it needs next, as etcd's
@@ -739,6 +754,8 @@ impl WatchHub {
         demote_synced(st, from, i64::MAX);
         st.dispatched = rev;
         st.compact_rev = compact_rev;
+        st.restoring = false;
+        st.generation += 1;
         {
             let mut ring = self.ring.lock();
             ring.entries.clear();
@@ -782,9 +799,9 @@ impl WatchHub {
     /// anything changed (then another step follows at once).
     fn sync_step(&self) -> bool {
         // 1. choose watchers and what to read, under the lock
-        let (chosen, source) = {
+        let (chosen, source, generation) = {
             let mut st = self.state.lock();
-            if st.unsynced.is_empty() {
+            if st.unsynced.is_empty() || st.restoring {
                 return false;
             }
             let st = &mut *st;
@@ -842,7 +859,7 @@ impl WatchHub {
                     to: limit.min(ring.oldest() - 1),
                 }
             };
-            (chosen, source)
+            (chosen, source, st.generation)
         };
 
         // 2. read, without the hub's locks
@@ -885,6 +902,9 @@ impl WatchHub {
         }
         let mut st = self.state.lock();
         let st = &mut *st;
+        if st.generation != generation {
+            return false; // the store was replaced while reading: what was read is stale
+        }
         for c in chosen {
             let Some(w) = st.watchers.get_mut(&c.id) else {
                 continue; // canceled meanwhile
