@@ -234,3 +234,49 @@ async fn open_watch_continues_across_a_snapshot_install() {
         "the follower was not caught up by a snapshot:\n{log}"
     );
 }
+
+/// etcd's `hasleader` (clientv3's `WithRequireLeader`): a member without a leader refuses new
+/// such streams with `no leader` and cancels open ones after three election timeouts; other
+/// streams keep working.
+#[tokio::test]
+async fn require_leader_streams_end_without_a_leader() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::start(3, &[]);
+    let l = c.leader(0).await;
+    let keep = (l + 1) % 3;
+    let require = etcd_client::ConnectOptions::new().with_require_leader(true);
+    let mut strict = Client::connect([c.members[keep].endpoint()], Some(require.clone()))
+        .await
+        .expect("connect");
+    let mut open = strict.watch("k", None).await.expect("watch with a leader");
+    assert!(open.message().await.unwrap().unwrap().created());
+    // the other two go: no quorum, no leader
+    c.members[l].kill9();
+    c.members[(l + 2) % 3].kill9();
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(20), open.message())
+        .await
+        .expect("the open stream is canceled");
+    let e = end.expect_err("canceled with an error");
+    assert!(
+        e.to_string().contains("etcdserver: no leader"),
+        "unexpected error: {e}"
+    );
+    // etcd waits three election timeouts (1 s each here) before canceling open streams
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // new streams are refused at once
+    let mut strict = Client::connect([c.members[keep].endpoint()], Some(require))
+        .await
+        .expect("connect");
+    let e = strict.watch("k", None).await.expect_err("refused");
+    assert!(e.to_string().contains("etcdserver: no leader"), "{e}");
+    // a client that does not require a leader still watches (and sees nothing new)
+    let mut lax = client(&c.members[keep]).await;
+    let mut w = lax.watch("k", None).await.expect("watch");
+    let r = w.message().await.unwrap().unwrap();
+    assert!(r.created() && !r.canceled());
+}

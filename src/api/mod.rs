@@ -80,8 +80,8 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    // The watch service checks `hasleader` itself: it also cancels open streams that lose
-    // the leader, as etcd's stream interceptor does.
+    // The interceptor refuses a `hasleader` stream at once; the watch service also cancels
+    // open ones that lose the leader, as etcd's stream interceptor does.
     let watch = WatchServer::new(watch::WatchService::new(
         server.clone(),
         cfg,
@@ -93,7 +93,7 @@ pub async fn serve(
     let leader = require_leader(server.clone());
     let routes = Routes::from(http::router(server.clone()))
         .add_service(InterceptedService::new(kv, leader.clone()))
-        .add_service(watch)
+        .add_service(InterceptedService::new(watch, leader.clone()))
         .add_service(InterceptedService::new(maintenance, leader.clone()))
         .add_service(InterceptedService::new(cluster, leader));
     let local = listener.local_addr().ok();
