@@ -695,13 +695,16 @@ impl WatchHub {
             {
                 let mut st = self.state.lock();
                 for entry in &batch {
-                    dispatch(&mut st, entry, &mut hits, &mut matched);
+                    // A restore or a skip-ahead may have moved past what was taken.
+                    if entry.rev > st.dispatched {
+                        dispatch(&mut st, entry, &mut hits, &mut matched);
+                    }
                 }
                 check_progress(&mut st);
                 update_slow_gauge(&st);
             }
             let mut ring = self.ring.lock();
-            ring.dispatched = last;
+            ring.dispatched = ring.dispatched.max(last);
             ring.evict(self.cfg.ring_max_revisions, self.cfg.ring_max_bytes);
             drop(ring);
             self.syncer.raise();
@@ -716,6 +719,9 @@ impl WatchHub {
     fn skip_ahead(&self, head: i64) {
         let mut st = self.state.lock();
         let st = &mut *st;
+        if head <= st.dispatched {
+            return; // a restore already moved past it
+        }
         let from = st.dispatched + 1;
         let demoted = demote_synced(st, from, head);
         st.dispatched = head;
@@ -728,7 +734,7 @@ impl WatchHub {
             "watch dispatch fell behind; synced watchers continue from the ring and backend"
         );
         let mut ring = self.ring.lock();
-        ring.dispatched = head;
+        ring.dispatched = ring.dispatched.max(head);
         ring.evict(self.cfg.ring_max_revisions, self.cfg.ring_max_bytes);
         drop(ring);
         self.syncer.raise();
