@@ -7,6 +7,7 @@ pub mod kv;
 pub mod kv_check;
 pub mod maintenance;
 pub mod watch;
+pub mod watch_wire;
 
 use std::sync::Arc;
 
@@ -19,7 +20,6 @@ use crate::error::ServerError;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::server::EtcdServer;
 
 /// etcd's `hasleader` metadata: a client that sets it (clientv3's `WithRequireLeader`) wants
@@ -82,14 +82,10 @@ pub async fn serve(
     };
     // The interceptor refuses a `hasleader` stream at once; the watch service also cancels
     // open ones that lose the leader, as etcd's stream interceptor does.
-    let watch = WatchServer::new(watch::WatchService::new(
-        server.clone(),
-        cfg,
+    let watch = watch_wire::WatchServer::new(
+        watch::WatchService::new(server.clone(), cfg, max_recv, stopping),
         max_recv,
-        stopping,
-    ))
-    .max_decoding_message_size(max_recv)
-    .max_encoding_message_size(usize::MAX);
+    );
     let leader = require_leader(server.clone());
     let routes = Routes::from(http::router(server.clone()))
         .add_service(InterceptedService::new(kv, leader.clone()))

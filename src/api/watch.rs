@@ -1,30 +1,26 @@
 //! The Watch service: one bidirectional stream per client carrying many watchers.
 //!
 //! A reader task turns requests into hub calls (create, cancel, progress); the response
-//! stream pops the hub's queue for this stream, adds headers, strips `prev_kv` where not
-//! asked for and splits responses of `fragment` watchers as etcd does. The stream also runs
-//! the periodic progress notifications and, for clients that sent `hasleader`, etcd's
-//! leader monitor.
+//! stream pops the hub's queue for this stream, adds headers and splits responses of
+//! `fragment` watchers as etcd does (`watch_wire` encodes them, with or without `prev_kv`
+//! as each watcher asked). The stream also runs the periodic progress notifications and,
+//! for clients that sent `hasleader`, etcd's leader monitor.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
-use prost::Message as _;
 use rand::Rng as _;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::watch_wire::{fragments, EventsResponse, WireResponse, WireStream};
 use crate::config::Config;
 use crate::error::EtcdError;
 use crate::mvcc::watch::{Control, Outgoing, WatchStreamHandle, INVALID_WATCH_ID};
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
-use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
-use crate::proto::mvccpb;
 use crate::server::EtcdServer;
 
 /// etcd refuses progress intervals below this and uses it instead.
@@ -75,16 +71,13 @@ impl WatchService {
     }
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = ResponseStream;
-
-    async fn watch(
+impl WatchService {
+    /// One Watch call: registers the stream with the hub, reads its requests in a task and
+    /// returns its responses.
+    pub async fn watch(
         &self,
         req: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<WireStream>, Status> {
         let require_leader = req
             .metadata()
             .get(REQUIRE_LEADER_KEY)
@@ -128,7 +121,7 @@ impl Watch for WatchService {
             let item = s.next().await?;
             Some((item, s))
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(stream) as WireStream))
     }
 }
 
@@ -212,8 +205,8 @@ impl LeaderMonitor {
 struct Sender {
     handle: Arc<WatchStreamHandle>,
     server: Arc<EtcdServer>,
-    /// Fragments of a split response still to send.
-    pending: VecDeque<WatchResponse>,
+    /// Responses built from the queue (or fragments of one) still to send.
+    pending: VecDeque<WireResponse>,
     progress: Interval,
     leader: Option<Interval>,
     no_leader: LeaderMonitor,
@@ -225,7 +218,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn next(&mut self) -> Option<Result<WatchResponse, Status>> {
+    async fn next(&mut self) -> Option<Result<WireResponse, Status>> {
         loop {
             if let Some(r) = self.pending.pop_front() {
                 return Some(Ok(r));
@@ -280,7 +273,7 @@ impl Sender {
 
     fn build(&mut self, m: Outgoing) {
         match m {
-            Outgoing::Control(c) => self.pending.push_back(WatchResponse {
+            Outgoing::Control(c) => self.pending.push_back(WireResponse::Full(WatchResponse {
                 header: Some(self.server.header(c.revision)),
                 watch_id: c.watch_id,
                 created: c.created,
@@ -289,98 +282,28 @@ impl Sender {
                 cancel_reason: c.cancel_reason,
                 fragment: false,
                 events: Vec::new(),
-            }),
+            })),
             Outgoing::Events(e) => {
-                let events = e
-                    .events
-                    .iter()
-                    .map(|r| {
-                        let ev = r.event();
-                        mvccpb::Event {
-                            r#type: ev.r#type,
-                            kv: ev.kv.clone(),
-                            prev_kv: if e.prev_kv { ev.prev_kv.clone() } else { None },
-                        }
-                    })
-                    .collect();
-                let wr = WatchResponse {
-                    header: Some(self.server.header(e.revision)),
+                let r = EventsResponse {
+                    header: self.server.header(e.revision),
                     watch_id: e.watch_id,
-                    events,
-                    ..WatchResponse::default()
+                    fragment: false,
+                    events: e.events,
+                    prev_kv: e.prev_kv,
                 };
                 if e.fragment {
-                    fragments(wr, self.fragment_bytes, &mut self.pending);
+                    fragments(r, self.fragment_bytes, &mut self.pending);
                 } else {
-                    self.pending.push_back(wr);
+                    self.pending.push_back(WireResponse::Events(r));
                 }
             }
         }
     }
 }
 
-/// etcd's `sendFragments`: a response of at least `max_bytes` with two or more events is cut
-/// into responses that each stay below `max_bytes` (a single event may exceed it), all but
-/// the last marked `fragment`.
-fn fragments(wr: WatchResponse, max_bytes: usize, out: &mut VecDeque<WatchResponse>) {
-    if wr.encoded_len() < max_bytes || wr.events.len() < 2 {
-        out.push_back(wr);
-        return;
-    }
-    let WatchResponse {
-        header,
-        watch_id,
-        created,
-        canceled,
-        compact_revision,
-        cancel_reason,
-        events,
-        ..
-    } = wr;
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let mut cur = WatchResponse {
-            header,
-            watch_id,
-            created,
-            canceled,
-            compact_revision,
-            cancel_reason: cancel_reason.clone(),
-            fragment: true,
-            events: Vec::new(),
-        };
-        while let Some(ev) = events.next_if(|ev| {
-            cur.events.is_empty()
-                || cur.encoded_len() + 1 + length_delimited_len(ev.encoded_len()) < max_bytes
-        }) {
-            cur.events.push(ev);
-        }
-        cur.fragment = events.peek().is_some();
-        out.push_back(cur);
-    }
-}
-
-/// Bytes of a length-delimited field body of `n` bytes (varint length prefix plus body).
-fn length_delimited_len(n: usize) -> usize {
-    prost::encoding::encoded_len_varint(n as u64) + n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(key: &str, value_len: usize) -> mvccpb::Event {
-        mvccpb::Event {
-            r#type: 0,
-            kv: Some(mvccpb::KeyValue {
-                key: key.as_bytes().to_vec(),
-                value: vec![b'x'; value_len],
-                mod_revision: 5,
-                ..Default::default()
-            }),
-            prev_kv: None,
-        }
-    }
 
     #[test]
     fn leader_monitor_needs_three_misses_in_a_row() {
@@ -399,50 +322,5 @@ mod tests {
             tonic::Status::from(EtcdError::NoLeader).code(),
             tonic::Code::Unavailable
         );
-    }
-
-    #[test]
-    fn fragments_split_like_etcd() {
-        let wr = WatchResponse {
-            watch_id: 3,
-            events: (0..10).map(|i| event(&format!("k{i}"), 100)).collect(),
-            ..Default::default()
-        };
-        // small enough: one response, not marked
-        let mut out = VecDeque::new();
-        fragments(wr.clone(), 10_000, &mut out);
-        assert_eq!(out.len(), 1);
-        assert!(!out[0].fragment);
-        // each fragment stays below the limit; all but the last are marked; order kept
-        let mut out = VecDeque::new();
-        fragments(wr.clone(), 400, &mut out);
-        assert!(out.len() > 1);
-        let mut keys = Vec::new();
-        for (i, f) in out.iter().enumerate() {
-            assert!(f.encoded_len() < 400, "fragment {i} is {}", f.encoded_len());
-            assert_eq!(f.fragment, i + 1 < out.len());
-            assert_eq!(f.watch_id, 3);
-            keys.extend(f.events.iter().map(|e| e.kv.as_ref().unwrap().key.clone()));
-        }
-        let want: Vec<Vec<u8>> = (0..10).map(|i| format!("k{i}").into_bytes()).collect();
-        assert_eq!(keys, want);
-        // a single event larger than the limit still goes out whole
-        let big = WatchResponse {
-            events: vec![event("a", 1000)],
-            ..Default::default()
-        };
-        let mut out = VecDeque::new();
-        fragments(big, 100, &mut out);
-        assert_eq!(out.len(), 1);
-        assert!(!out[0].fragment);
-        // two large events: one per fragment
-        let two = WatchResponse {
-            events: vec![event("a", 1000), event("b", 1000)],
-            ..Default::default()
-        };
-        let mut out = VecDeque::new();
-        fragments(two, 100, &mut out);
-        assert_eq!(out.len(), 2);
-        assert!(out[0].fragment && !out[1].fragment);
     }
 }

@@ -307,6 +307,7 @@ async fn main() -> anyhow::Result<()> {
             server_pid,
         } => {
             let channels = connect(&cli.endpoints, cli.conns).await?;
+            let put_channel = connect(&cli.endpoints, 1).await?.remove(0);
             let args = watch::Args {
                 watchers,
                 streams,
@@ -316,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
                 prefix,
                 server_pid,
             };
-            let v = watch::run(channels, args).await?;
+            let v = watch::run(channels, put_channel, args).await?;
             if cli.json {
                 println!("{v}");
             } else {

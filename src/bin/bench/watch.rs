@@ -81,8 +81,13 @@ async fn receive(
     got
 }
 
-/// Runs the benchmark and returns its report as JSON.
-pub async fn run(channels: Vec<Channel>, args: Args) -> anyhow::Result<serde_json::Value> {
+/// Runs the benchmark and returns its report as JSON. The watch streams share `channels`;
+/// the writer has its own connection, `put_channel`, like a separate client process.
+pub async fn run(
+    channels: Vec<Channel>,
+    put_channel: Channel,
+    args: Args,
+) -> anyhow::Result<serde_json::Value> {
     let streams = args.streams.clamp(1, args.watchers.max(1));
     let rss_before = args.server_pid.and_then(rss);
     let setup = Instant::now();
@@ -137,7 +142,7 @@ pub async fn run(channels: Vec<Channel>, args: Args) -> anyhow::Result<serde_jso
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = args.server_pid.and_then(rss);
 
-    let mut kv = KvClient::new(channels[0].clone());
+    let mut kv = KvClient::new(put_channel);
     let mut acks: HashMap<i64, (Instant, Instant)> = HashMap::new();
     let mut put_hist = Histogram::<u64>::new(3)?;
     let period = Duration::from_secs_f64(1.0 / args.rate.max(0.001));

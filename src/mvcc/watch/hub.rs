@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -97,13 +97,25 @@ pub struct RevEntry {
     pub rev: i64,
     /// Its events in sub-revision order, with `prev_kv` filled where known.
     pub events: Vec<mvccpb::Event>,
+    /// Each event's protobuf encoding, made once on first send and then copied into every
+    /// response that carries it (thousands of watchers of one key get the same bytes):
+    /// `[without prev_kv, with prev_kv]`.
+    wire: Vec<[OnceLock<Vec<u8>>; 2]>,
     bytes: usize,
 }
 
 impl RevEntry {
-    fn new(rev: i64, events: Vec<mvccpb::Event>) -> Self {
-        let bytes = events.iter().map(event_bytes).sum();
-        RevEntry { rev, events, bytes }
+    /// Wraps the events of revision `rev`.
+    pub fn new(rev: i64, events: Vec<mvccpb::Event>) -> Self {
+        // Budgets count the encodings as well, which may be made later.
+        let bytes = events.iter().map(|e| 2 * event_bytes(e)).sum();
+        let wire = events.iter().map(|_| Default::default()).collect();
+        RevEntry {
+            rev,
+            events,
+            wire,
+            bytes,
+        }
     }
 }
 
@@ -125,9 +137,36 @@ pub struct EventRef {
 }
 
 impl EventRef {
+    /// Event `index` of `entry`.
+    pub fn new(entry: Arc<RevEntry>, index: u32) -> Self {
+        assert!((index as usize) < entry.events.len(), "no event {index}");
+        EventRef { entry, index }
+    }
+
     /// The event.
     pub fn event(&self) -> &mvccpb::Event {
         &self.entry.events[self.index as usize]
+    }
+
+    /// The event's protobuf encoding, with or without its `prev_kv` (encoded on first use,
+    /// then shared).
+    pub fn encoded(&self, prev_kv: bool) -> &[u8] {
+        use prost::Message as _;
+        let i = self.index as usize;
+        let ev = &self.entry.events[i];
+        let with = prev_kv && ev.prev_kv.is_some();
+        self.entry.wire[i][usize::from(with)].get_or_init(|| {
+            if with || ev.prev_kv.is_none() {
+                ev.encode_to_vec()
+            } else {
+                mvccpb::Event {
+                    r#type: ev.r#type,
+                    kv: ev.kv.clone(),
+                    prev_kv: None,
+                }
+                .encode_to_vec()
+            }
+        })
     }
 
     /// Its revision.
