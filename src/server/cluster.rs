@@ -76,23 +76,10 @@ impl EtcdServer {
         let mut cc = ConfChangeV2::default();
         cc.mut_changes().push(single);
         cc.context = ctx.encode_to_vec().into();
-        let rx = self.wait.register(id);
-        if self
-            .node_tx
-            .send(NodeMsg::ProposeConfChange { id, cc })
-            .is_err()
-        {
-            self.wait.cancel(id);
-            return Err(EtcdError::Stopped);
-        }
-        match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(result)) => Self::members_reply(result?),
-            Ok(Err(_)) => Err(EtcdError::Stopped),
-            Err(_) => {
-                self.wait.cancel(id);
-                Err(EtcdError::Timeout)
-            }
-        }
+        Self::members_reply(
+            self.submit(id, NodeMsg::ProposeConfChange { id, cc })
+                .await?,
+        )
     }
 
     /// Voting members connected to this one for at least the health interval (counting self).

@@ -427,10 +427,15 @@ impl EtcdServer {
         if data.len() > self.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
+        self.submit(id, NodeMsg::Propose { id, data }).await
+    }
+
+    /// Hands a proposal (`msg`, carrying request `id`) to raft and waits until it is applied
+    /// here, raft drops it, or the request timeout passes.
+    pub(crate) async fn submit(&self, id: u64, msg: NodeMsg) -> Result<ApplyResponse, EtcdError> {
         let rx = self.wait.register(id);
         METRICS.proposals_pending.inc();
-        let sent = self.node_tx.send(NodeMsg::Propose { id, data });
-        let result = if sent.is_err() {
+        let result = if self.node_tx.send(msg).is_err() {
             self.wait.cancel(id);
             Err(EtcdError::Stopped)
         } else {
