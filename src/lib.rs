@@ -10,6 +10,7 @@ pub mod apply;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod metrics;
 pub mod mvcc;
 pub mod proto;

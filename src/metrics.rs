@@ -105,6 +105,16 @@ pub struct Metrics {
     pub watch_pending_events: IntGauge,
     /// Events sent to watch streams.
     pub watch_events: IntCounter,
+    /// Leases granted (applied here).
+    pub lease_granted: IntCounter,
+    /// Leases revoked, by a client or by expiry (applied here).
+    pub lease_revoked: IntCounter,
+    /// Keep-alives this member renewed (as leader).
+    pub lease_renewed: IntCounter,
+    /// Granted lease TTLs in seconds.
+    pub lease_ttl: Histogram,
+    /// Leases this member (as leader) found expired and revoked.
+    pub lease_expired: IntCounter,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -202,6 +212,18 @@ impl Metrics {
             slow_watchers: gauge(&r, "etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers."),
             watch_pending_events: gauge(&r, "etcd_debugging_mvcc_pending_events_total", "Total number of pending events to be sent."),
             watch_events: counter(&r, "etcd_debugging_mvcc_events_total", "Total number of events sent by this member."),
+            lease_granted: counter(&r, "etcd_debugging_lease_granted_total", "The total number of granted leases."),
+            lease_revoked: counter(&r, "etcd_debugging_lease_revoked_total", "The total number of revoked leases."),
+            lease_renewed: counter(&r, "etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader."),
+            lease_ttl: {
+                // etcd's buckets: 1 s doubling 14 times (up to 8192 s).
+                let opts = HistogramOpts::new("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.")
+                    .buckets(exponential_buckets(1.0, 2.0, 14).expect("valid buckets"));
+                let h = Histogram::with_opts(opts).expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            lease_expired: counter(&r, "etcd_debugging_server_lease_expired_total", "The total number of expired leases."),
             registry: r,
         }
     }

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod http;
 pub mod kv;
 pub mod kv_check;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 pub mod watch_wire;
@@ -19,6 +20,7 @@ use crate::config::Config;
 use crate::error::ServerError;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::server::EtcdServer;
 
@@ -82,6 +84,8 @@ pub async fn serve(
     };
     // The interceptor refuses a `hasleader` stream at once; the watch service also cancels
     // open ones that lose the leader, as etcd's stream interceptor does.
+    let lease = LeaseServer::new(lease::LeaseService::new(server.clone(), stopping.clone()))
+        .max_decoding_message_size(max_recv);
     let watch = watch_wire::WatchServer::new(
         watch::WatchService::new(server.clone(), cfg, max_recv, stopping),
         max_recv,
@@ -90,6 +94,7 @@ pub async fn serve(
     let routes = Routes::from(http::router(server.clone()))
         .add_service(InterceptedService::new(kv, leader.clone()))
         .add_service(InterceptedService::new(watch, leader.clone()))
+        .add_service(InterceptedService::new(lease, leader.clone()))
         .add_service(InterceptedService::new(maintenance, leader.clone()))
         .add_service(InterceptedService::new(cluster, leader));
     let local = listener.local_addr().ok();

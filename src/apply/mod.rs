@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod kv;
+mod lease;
 mod membership;
 mod snapshot;
 
@@ -20,12 +21,14 @@ use tokio::sync::{oneshot, watch};
 
 use crate::backend::{Backend, WriteBatch};
 use crate::error::EtcdError;
+use crate::lease::Lessor;
 use crate::metrics::METRICS;
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::{Compaction, Store};
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest,
-    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 use crate::proto::ferrocdpb::Member;
 use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest};
@@ -50,6 +53,14 @@ pub enum ApplyResponse {
     Alarm(AlarmResponse),
     /// A membership change: the members after it.
     Members(Vec<Member>),
+    /// A LeaseGrant.
+    LeaseGrant(LeaseGrantResponse),
+    /// A LeaseRevoke.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// The leader's expiry proposal: how many leases it revoked.
+    LeasesExpired(usize),
+    /// The leader's checkpoint proposal.
+    LeasesCheckpointed,
 }
 
 /// How long applied writes may sit in memory before the backend commit (etcd's
@@ -110,6 +121,8 @@ pub struct Applier {
     pub group: Option<(Instant, usize)>,
     /// Where committed revisions' events go to reach watchers.
     pub watch_hub: Arc<WatchHub>,
+    /// The leases and their attached keys.
+    pub lessor: Arc<Lessor>,
 }
 
 impl Applier {
@@ -235,7 +248,7 @@ impl Applier {
                 Ok(req) => {
                     let id = req.header.as_ref().map(|h| h.id).unwrap_or(0);
                     let start = Instant::now();
-                    let result = self.apply_request(req, e.index);
+                    let result = self.apply_request(req, e.index, e.term);
                     if start.elapsed() > Duration::from_millis(100) {
                         METRICS.slow_apply.inc();
                         tracing::warn!(
@@ -255,7 +268,7 @@ impl Applier {
         self.applied_term = e.term;
     }
 
-    fn apply_request(&mut self, req: InternalRequest, index: u64) -> ApplyResult {
+    fn apply_request(&mut self, req: InternalRequest, index: u64, term: u64) -> ApplyResult {
         let Some(request) = req.request else {
             return Err(EtcdError::Internal("empty internal request".into()));
         };
@@ -264,6 +277,15 @@ impl Applier {
             Request::MemberAttributes(m) => self.apply_member_attributes(m, index),
             Request::MemberPeerUrls(m) => self.apply_member_peer_urls(m, index),
             Request::Compaction(c) => self.apply_compaction(c, index),
+            Request::LeaseCheckpoints(c) => self.apply_lease_checkpoints(c, index),
+            Request::LeaseExpiries(e) => self.apply_lease_expiries(e, index, term),
+            Request::LeaseGrant(_) | Request::LeaseRevoke(_)
+                if self.alarms.has(AlarmType::Corrupt) =>
+            {
+                Err(EtcdError::Corrupt)
+            }
+            Request::LeaseGrant(g) => self.apply_lease_grant(g, index),
+            Request::LeaseRevoke(r) => self.apply_lease_revoke(r, index),
             other => {
                 if self.alarms.has(AlarmType::Corrupt) {
                     return Err(EtcdError::Corrupt);
@@ -274,7 +296,8 @@ impl Applier {
     }
 
     fn apply_kv(&mut self, request: Request, index: u64) -> ApplyResult {
-        let no_lease = |_: i64| false;
+        let lessor = self.lessor.clone();
+        let lease_exists = move |id: i64| lessor.exists(id);
         let mut store = self.store.write();
         let begin_rev = store.current_revision();
         let compact_rev = store.compact_revision();
@@ -287,7 +310,7 @@ impl Applier {
                 }
                 METRICS.put_total.inc();
                 METRICS.put_total_debugging.inc();
-                kv::put(&mut txn, begin_rev, p, &no_lease).map(ApplyResponse::Put)
+                kv::put(&mut txn, begin_rev, p, &lease_exists).map(ApplyResponse::Put)
             }
             Request::DeleteRange(d) => {
                 METRICS.delete_total.inc();
@@ -300,16 +323,17 @@ impl Applier {
                 METRICS.txn_total.inc();
                 METRICS.txn_total_debugging.inc();
                 let path = kv::txn_path(&txn, t);
-                match kv::check_txn(&txn, t, &path, begin_rev, compact_rev, &no_lease) {
+                match kv::check_txn(&txn, t, &path, begin_rev, compact_rev, &lease_exists) {
                     Err(e) => Err(e),
                     Ok(()) if nospace && txn_puts(t, &path) => Err(EtcdError::NoSpace),
-                    Ok(()) => kv::write_txn(&mut txn, t, &path, begin_rev, &no_lease)
+                    Ok(()) => kv::write_txn(&mut txn, t, &path, begin_rev, &lease_exists)
                         .map(ApplyResponse::Txn),
                 }
             }
             _ => Err(EtcdError::Internal("not a KV request".into())),
         };
         let r = commit_or_stop(txn, index);
+        self.lessor.apply_events(&r.events);
         // Under the store lock, so a reader that sees the revision also finds it in the hub.
         self.watch_hub.notify(r.rev, r.events);
         let rev = r.rev;

@@ -47,7 +47,7 @@ impl Applier {
             tracing::error!(error = %e, "snapshot install failed; stopping (it is redone on restart)");
             std::process::exit(1);
         }
-        let (store, pending) = match Store::open(self.backend.clone()) {
+        let (mut store, pending) = match Store::open(self.backend.clone()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "the installed snapshot does not open; stopping");
@@ -56,6 +56,13 @@ impl Applier {
         };
         let revision = store.current_revision();
         let compact_revision = store.compact_revision();
+        if let Err(e) = self
+            .lessor
+            .load(&self.backend, store.take_restored_leases())
+        {
+            tracing::error!(error = %e, "loading leases from the installed snapshot failed; stopping");
+            std::process::exit(1);
+        }
         {
             let mut current = self.store.write();
             *current = store;

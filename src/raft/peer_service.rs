@@ -1,5 +1,6 @@
 //! The peer gRPC service: receives raft messages and snapshots from other members, tells a
-//! joining member who is in the cluster, and answers the leader-side learner check.
+//! joining member who is in the cluster, and answers the leader-side calls followers forward
+//! (learner readiness, lease keep-alives and time-to-live).
 //!
 //! Every batch names its cluster and destination; a message from another cluster (a member
 //! started with a different --initial-cluster-token, or pointed at the wrong peer URL) is
@@ -16,18 +17,32 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::node::NodeMsg;
 use super::transport::hex;
+use crate::error::EtcdError;
 use crate::metrics::METRICS;
+use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
 use crate::proto::ferrocdpb::peer_server::Peer;
 use crate::proto::ferrocdpb::{
-    LearnerReadyRequest, LearnerReadyResponse, Member, MembersRequest, MembersResponse, RaftBatch,
-    SendAck, SnapshotAck, SnapshotChunk,
+    LearnerReadyRequest, LearnerReadyResponse, LeaseRenewRequest, LeaseRenewResponse, Member,
+    MembersRequest, MembersResponse, RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
 };
+use futures::future::BoxFuture;
 
 /// Answers "is this learner caught up with the leader?" (only the leader can tell).
 pub type LearnerCheck =
     Arc<dyn Fn(u64) -> tokio::sync::oneshot::Receiver<Result<(), String>> + Send + Sync>;
 /// Lists the current members.
 pub type MemberList = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
+
+/// Lease calls only the leader can answer; followers forward them here.
+pub trait LeaseLeader: Send + Sync {
+    /// Renews a lease; the granted TTL.
+    fn renew(&self, id: i64) -> BoxFuture<'static, Result<i64, EtcdError>>;
+    /// A lease's time-to-live.
+    fn time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> BoxFuture<'static, Result<LeaseTimeToLiveResponse, EtcdError>>;
+}
 
 /// The peer service of one member.
 pub struct PeerService {
@@ -43,6 +58,8 @@ pub struct PeerService {
     pub members: MemberList,
     /// The learner readiness check.
     pub learner_check: LearnerCheck,
+    /// Forwarded lease calls.
+    pub leases: Arc<dyn LeaseLeader>,
 }
 
 impl PeerService {
@@ -164,5 +181,32 @@ impl Peer for PeerService {
                 reason,
             },
         }))
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        Ok(Response::new(
+            match self.leases.renew(req.get_ref().id).await {
+                Ok(ttl) => LeaseRenewResponse {
+                    ttl,
+                    error: String::new(),
+                },
+                Err(e) => LeaseRenewResponse {
+                    ttl: 0,
+                    error: e.to_string(),
+                },
+            },
+        ))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(
+            self.leases.time_to_live(req.into_inner()).await?,
+        ))
     }
 }

@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod cluster;
 pub mod join;
+pub mod lease;
 pub mod members;
 pub mod read_index;
 
@@ -23,6 +24,7 @@ use crate::apply::{kv, run_compactor, Applier, ApplyResponse, ApplyResult, Compa
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{EtcdError, ServerError};
+use crate::lease::Lessor;
 use crate::metrics::METRICS;
 use crate::mvcc::watch::{HubConfig, WatchHub};
 use crate::mvcc::Store;
@@ -75,6 +77,8 @@ pub struct EtcdServer {
     threads: Mutex<Vec<JoinHandle<()>>>,
     ready: watch::Sender<bool>,
     watch_hub: Arc<WatchHub>,
+    lessor: Arc<Lessor>,
+    leader_link: lease::LeaderLink,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
@@ -119,7 +123,10 @@ impl EtcdServer {
                 .map_err(|e| ServerError::State(format!("bootstrap task failed: {e}")))??;
         let member_id = boot.member_id;
         let alarms = Arc::new(Alarms::load(&boot.backend)?);
-        let store = Arc::new(RwLock::new(boot.store));
+        let mut boot_store = boot.store;
+        let lessor = Arc::new(Lessor::new(crate::lease::min_ttl(cfg.election_timeout)));
+        lessor.load(&boot.backend, boot_store.take_restored_leases())?;
+        let store = Arc::new(RwLock::new(boot_store));
         let watch_hub = WatchHub::start(store.clone(), HubConfig::default()).map_err(|source| {
             ServerError::Io {
                 what: "cannot start thread",
@@ -204,6 +211,7 @@ impl EtcdServer {
             member_id,
             group: None,
             watch_hub: watch_hub.clone(),
+            lessor: lessor.clone(),
         };
         if let Some(c) = boot.pending_compaction {
             let (done, _) = tokio::sync::oneshot::channel();
@@ -275,7 +283,10 @@ impl EtcdServer {
             threads: Mutex::new(threads),
             ready: watch::channel(false).0,
             watch_hub,
+            lessor,
+            leader_link: lease::LeaderLink::default(),
         });
+        server.spawn_lease_loop();
         for l in peer_listeners {
             server.clone().serve_peers(l, snap_dir.clone());
         }
@@ -303,6 +314,7 @@ impl EtcdServer {
             node_tx: self.node_tx.clone(),
             snap_dir,
             members: Arc::new(move || members.list()),
+            leases: Arc::new(lease::LeaderLeases(self.clone())),
             learner_check: Arc::new(move |id| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let me = me.clone();
