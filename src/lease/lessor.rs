@@ -282,9 +282,10 @@ impl Lessor {
 
     /// Makes this lessor the primary (this member became leader). Each lease expires at the
     /// deadline this member tracked (the last checkpoint's remaining TTL, counted down since it
-    /// applied), plus `extend` for renewals the old leader had not yet checkpointed; a lease
-    /// whose deadline passed gets `extend`, so its holder can reach the new leader.
-    pub fn promote(&self, extend: Duration) {
+    /// applied): neither reset to its full TTL (etcd's default) nor shortened. A lease whose
+    /// deadline is less than `grace` away gets `grace`: its holder may have renewed it with the
+    /// old leader in the last checkpoint round, and needs time to reach the new one.
+    pub fn promote(&self, grace: Duration) {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         if inner.primary {
@@ -302,14 +303,14 @@ impl Lessor {
         dirty.clear();
         revoking.clear();
         for (id, l) in leases.iter_mut() {
-            let at = l.deadline.max(now) + extend;
+            let at = l.deadline.max(now + grace);
             l.expiry = Some(at);
             queue.set(*id, None, at);
         }
         *primary = true;
         tracing::info!(
             leases = leases.len(),
-            extend_ms = extend.as_millis() as u64,
+            grace_ms = grace.as_millis() as u64,
             "lessor promoted: this member keeps the lease clock"
         );
     }

@@ -136,7 +136,7 @@ fn promotion_starts_from_the_checkpointed_deadline_not_the_full_ttl() {
 }
 
 #[test]
-fn a_lease_past_its_deadline_gets_the_extension_on_promotion() {
+fn a_lease_past_its_deadline_gets_a_grace_period_on_promotion() {
     let l = Lessor::new(1);
     let mut b = WriteBatch::default();
     l.grant(&mut b, 5, 100).unwrap();

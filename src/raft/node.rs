@@ -118,6 +118,9 @@ pub struct RaftStatus {
 pub type DroppedFn = Box<dyn Fn(u64) + Send>;
 /// Called with (ctx, index) for every ReadIndex answer.
 pub type ReadStateFn = Box<dyn Fn(Vec<u8>, u64) + Send>;
+/// Called when this member starts (`true`) or stops (`false`) leading, from the raft loop, so
+/// leader-only duties (the lease clock) start and stop with the role itself.
+pub type RoleFn = Box<dyn Fn(bool) + Send>;
 
 /// Everything the loop owns.
 pub struct Node {
@@ -129,6 +132,7 @@ pub struct Node {
     status: Arc<RaftStatus>,
     on_dropped: DroppedFn,
     on_read_state: ReadStateFn,
+    on_role: RoleFn,
     tick: Duration,
     catchup_entries: u64,
     last_persisted_hs: HardState,
@@ -155,6 +159,8 @@ pub struct NodeParts {
     pub on_dropped: DroppedFn,
     /// ReadIndex callback.
     pub on_read_state: ReadStateFn,
+    /// Leadership gained or lost.
+    pub on_role: RoleFn,
     /// Tick interval (the heartbeat interval).
     pub tick: Duration,
     /// Entries kept in the log behind a snapshot for slow followers.
@@ -183,6 +189,7 @@ impl Node {
             status: p.status,
             on_dropped: p.on_dropped,
             on_read_state: p.on_read_state,
+            on_role: p.on_role,
             tick: p.tick,
             catchup_entries: p.catchup_entries,
             last_persisted_hs,
@@ -481,7 +488,9 @@ impl Node {
             }
         }
         let is_leader = role == StateRole::Leader;
-        self.status.is_leader.store(is_leader, Ordering::Release);
+        if self.status.is_leader.swap(is_leader, Ordering::AcqRel) != is_leader {
+            (self.on_role)(is_leader);
+        }
         METRICS
             .has_leader
             .set(i64::from(leader != raft::INVALID_ID));

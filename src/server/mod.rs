@@ -185,6 +185,16 @@ impl EtcdServer {
             status: status.clone(),
             on_dropped: Box::new(move |id| on_dropped_wait.trigger(id, Err(EtcdError::NoLeader))),
             on_read_state: Box::new(move |ctx, index| reads_cb.on_read_state(&ctx, index)),
+            on_role: {
+                let (lessor, grace) = (lessor.clone(), cfg.election_timeout);
+                Box::new(move |leads| {
+                    if leads {
+                        lessor.promote(grace)
+                    } else {
+                        lessor.demote()
+                    }
+                })
+            },
             tick: heartbeat,
             catchup_entries: cfg.snapshot_catchup_entries,
             snap_dir: snap_dir.clone(),
