@@ -536,3 +536,109 @@ async fn follower_keepalive_forwarding_across_leader_loss() {
     assert_eq!((granted, keys), (3, vec![b"fwd".to_vec()]));
     assert!((1..=3).contains(&left));
 }
+
+/// A member that catches up by snapshot gets the leases and their attached keys: when the
+/// lease is revoked it deletes the same keys as everyone else (same HashKV).
+#[tokio::test]
+async fn leases_reach_a_member_caught_up_by_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--snapshot-count",
+            "50",
+            "--experimental-snapshot-catchup-entries",
+            "10",
+        ],
+    );
+    let leader = cluster.leader(0).await;
+    let lag = (leader + 1) % 3;
+    cluster.members[lag].kill9();
+    let mut c = Client::connect([cluster.members[leader].endpoint()], None)
+        .await
+        .unwrap();
+    let lease = c.lease_grant(120, None).await.unwrap().id();
+    for i in 0..20 {
+        c.put(
+            format!("leased/{i:02}"),
+            "v",
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..200 {
+        c.put(format!("filler/{i:03}"), "v", None).await.unwrap();
+    }
+    cluster.members[lag].restart_same_urls();
+    let mut lagging = Client::connect([cluster.members[lag].endpoint()], None)
+        .await
+        .unwrap();
+    // Serializable reads on the caught-up member, until it has everything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = lagging
+            .get(
+                "filler/",
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_count_only()
+                        .with_serializable(),
+                ),
+            )
+            .await
+            .map(|r| r.count())
+            .unwrap_or(0);
+        if n == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(&cluster.members[lag].log_path).unwrap();
+    assert!(log.contains("state replaced by the leader's snapshot"));
+    // LeaseLeases is answered from the member's own lessor.
+    let listed: Vec<i64> = lagging
+        .leases()
+        .await
+        .unwrap()
+        .leases()
+        .iter()
+        .map(|l| l.id())
+        .collect();
+    assert_eq!(listed, vec![lease]);
+
+    let rev = c
+        .lease_revoke(lease)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for m in &cluster.members {
+        let mut mc = Client::connect([m.endpoint()], None).await.unwrap();
+        loop {
+            let r = mc
+                .get(
+                    "leased/",
+                    Some(GetOptions::new().with_prefix().with_serializable()),
+                )
+                .await
+                .unwrap();
+            if r.header().unwrap().revision() >= rev {
+                assert_eq!(r.count(), 0, "{} still has leased keys", m.name);
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut hashes = Vec::new();
+    for m in &cluster.members {
+        let mut mc = Client::connect([m.endpoint()], None).await.unwrap();
+        hashes.push(mc.hash_kv(rev).await.unwrap().hash());
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+}

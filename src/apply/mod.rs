@@ -284,6 +284,10 @@ impl Applier {
             {
                 Err(EtcdError::Corrupt)
             }
+            // etcd refuses new leases while the space quota is exceeded.
+            Request::LeaseGrant(_) if self.alarms.has(AlarmType::Nospace) => {
+                Err(EtcdError::NoSpace)
+            }
             Request::LeaseGrant(g) => self.apply_lease_grant(g, index),
             Request::LeaseRevoke(r) => self.apply_lease_revoke(r, index),
             other => {
