@@ -194,6 +194,54 @@ async fn revoking_the_leaders_lease_elects_the_next_candidate() {
 }
 
 #[tokio::test]
+async fn a_cancelled_campaign_resigns_and_a_candidate_without_lease_is_not_leader() {
+    let m = Member::start(&[]);
+    let mut c = m.client().await;
+    let (la, lb, lc) = (
+        grant(&mut c, 30).await,
+        grant(&mut c, 30).await,
+        grant(&mut c, 30).await,
+    );
+    c.campaign("cx", "a", la).await.expect("a campaigns");
+
+    // b gives up waiting: the server resigns its candidacy.
+    let mut cb = m.client().await;
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(500), cb.campaign("cx", "b", lb)).await;
+    assert!(gave_up.is_err(), "b cannot lead while a does");
+    let deadline = Instant::now() + SOON;
+    loop {
+        let keys = c
+            .get("cx/", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        if keys.kvs().len() == 1 {
+            assert_eq!(keys.kvs()[0].key(), format!("cx/{la:x}").as_bytes());
+            break;
+        }
+        assert!(Instant::now() < deadline, "b's candidacy stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // c's lease ends while it waits: it is told at once that it does not lead.
+    let mut cc = m.client().await;
+    let cand = tokio::spawn(async move { cc.campaign("cx", "c", lc).await });
+    wait_candidates(&mut c, "cx/", 2).await;
+    c.lease_revoke(lc).await.expect("revoke c's lease");
+    let err = tokio::time::timeout(SOON, cand)
+        .await
+        .expect("c's campaign ends once its lease is gone")
+        .unwrap()
+        .expect_err("c must not lead");
+    let st = status_of(err);
+    assert_eq!(
+        (st.code(), st.message()),
+        (tonic::Code::Unknown, "election: not leader")
+    );
+    assert_eq!(c.leader("cx").await.unwrap().kv().unwrap().value(), b"a");
+}
+
+#[tokio::test]
 async fn errors_match_etcd() {
     let m = Member::start(&[]);
     let mut c = m.client().await;

@@ -235,6 +235,46 @@ async fn cancelled_waiter_leaves_no_key_behind() {
     assert_eq!(cres.key(), format!("cancel/{lc:x}").as_bytes());
 }
 
+#[tokio::test]
+async fn waiting_locks_and_observers_do_not_hold_up_shutdown() {
+    let mut m = Member::start(&[]);
+    let mut c = m.client().await;
+    let (la, lb) = (grant(&mut c, 60).await, grant(&mut c, 60).await);
+    c.lock("stop", lock_opts(la)).await.expect("a locks");
+    let mut cb = m.client().await;
+    let waiter = tokio::spawn(async move { cb.lock("stop", lock_opts(lb)).await });
+    let mut obs = c.observe("stop-election").await.expect("observe");
+    let deadline = Instant::now() + SOON;
+    while waiters(&mut c, "stop/").await.len() < 2 {
+        assert!(Instant::now() < deadline, "waiter never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A graceful stop waits for open calls: the waiting ones must end.
+    let status = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || m.stop()),
+    )
+    .await
+    .expect("the member stops although a lock call and an observe stream are open")
+    .unwrap();
+    assert!(status.success(), "clean exit: {status}");
+    let err = waiter
+        .await
+        .unwrap()
+        .expect_err("the waiter cannot get the lock");
+    let st = status_of(err);
+    assert_eq!(
+        (st.code(), st.message()),
+        (tonic::Code::Unavailable, "etcdserver: server stopped")
+    );
+    match obs.message().await {
+        Err(etcd_client::Error::GRpcStatus(st)) => {
+            assert_eq!(st.message(), "etcdserver: server stopped")
+        }
+        other => panic!("observe must end with server stopped, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // etcdctl lock
 
