@@ -146,6 +146,40 @@ async fn waiters_get_the_lock_in_creation_order_after_each_unlock() {
 }
 
 #[tokio::test]
+async fn concurrent_lockers_hold_the_lock_one_at_a_time() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let m = Member::start(&[]);
+    let holders = Arc::new(AtomicUsize::new(0));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut c = m.client().await;
+        let (holders, rounds) = (holders.clone(), rounds.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = grant(&mut c, 60).await;
+            for _ in 0..5 {
+                let l = c.lock("busy", lock_opts(lease)).await.expect("lock");
+                assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                holders.fetch_sub(1, Ordering::SeqCst);
+                rounds.fetch_add(1, Ordering::SeqCst);
+                c.unlock(l.key()).await.expect("unlock");
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("lockers finish")
+            .unwrap();
+    }
+    assert_eq!(rounds.load(Ordering::SeqCst), 20);
+    let mut c = m.client().await;
+    assert!(waiters(&mut c, "busy/").await.is_empty());
+}
+
+#[tokio::test]
 async fn waiter_whose_lease_is_revoked_gets_session_expired() {
     let m = Member::start(&[]);
     let mut c = m.client().await;
