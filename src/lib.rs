@@ -8,6 +8,7 @@
 pub mod api;
 pub mod apply;
 pub mod backend;
+pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod lease;

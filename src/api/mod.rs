@@ -2,10 +2,12 @@
 //! served on each `--listen-client-urls` address (gRPC over h2c and HTTP/1.1 on the same port).
 
 pub mod cluster;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod kv_check;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 pub mod watch_wire;
@@ -22,6 +24,8 @@ use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::server::EtcdServer;
 
 /// etcd's `hasleader` metadata: a client that sets it (clientv3's `WithRequireLeader`) wants
@@ -86,6 +90,13 @@ pub async fn serve(
     // open ones that lose the leader, as etcd's stream interceptor does.
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone(), stopping.clone()))
         .max_decoding_message_size(max_recv);
+    let lock = LockServer::new(lock::LockService::new(server.clone(), stopping.clone()))
+        .max_decoding_message_size(max_recv);
+    let election = ElectionServer::new(election::ElectionService::new(
+        server.clone(),
+        stopping.clone(),
+    ))
+    .max_decoding_message_size(max_recv);
     let watch = watch_wire::WatchServer::new(
         watch::WatchService::new(server.clone(), cfg, max_recv, stopping),
         max_recv,
@@ -95,6 +106,8 @@ pub async fn serve(
         .add_service(InterceptedService::new(kv, leader.clone()))
         .add_service(InterceptedService::new(watch, leader.clone()))
         .add_service(InterceptedService::new(lease, leader.clone()))
+        .add_service(InterceptedService::new(lock, leader.clone()))
+        .add_service(InterceptedService::new(election, leader.clone()))
         .add_service(InterceptedService::new(maintenance, leader.clone()))
         .add_service(InterceptedService::new(cluster, leader));
     let local = listener.local_addr().ok();

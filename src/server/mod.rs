@@ -8,6 +8,7 @@ pub mod join;
 pub mod lease;
 pub mod members;
 pub mod read_index;
+pub mod watch_wait;
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
