@@ -117,6 +117,21 @@ pub enum EtcdError {
     /// The requested feature is not supported by this cluster version.
     #[error("etcdserver: not capable")]
     NotCapable,
+    /// A lock waiter's key vanished (its lease expired or was revoked) before it got the
+    /// lock: etcd's `concurrency.ErrSessionExpired`. etcd's lock server returns the client
+    /// library's plain error, so gRPC sends it with code Unknown and this exact text.
+    #[error("mutex: session is expired")]
+    SessionExpired,
+    /// The caller's election key is gone or belongs to another campaign
+    /// (`concurrency.ErrElectionNotLeader`, code Unknown like etcd).
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Nobody campaigns on the name (`concurrency.ErrElectionNoLeader`, code Unknown).
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Proclaim or Resign without a leader key (`v3election.ErrMissingLeaderKey`, code Unknown).
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// An unexpected server-side failure; the text says what happened.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -152,7 +167,8 @@ impl EtcdError {
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
-            Internal(_) => Code::Unknown,
+            SessionExpired | ElectionNotLeader | ElectionNoLeader | MissingLeaderKey
+            | Internal(_) => Code::Unknown,
         }
     }
 }
@@ -229,6 +245,36 @@ mod tests {
                 EtcdError::LeaseNotFound,
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                EtcdError::LeaseExist,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                EtcdError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
+            ),
+            (
+                EtcdError::SessionExpired,
+                Code::Unknown,
+                "mutex: session is expired",
+            ),
+            (
+                EtcdError::ElectionNotLeader,
+                Code::Unknown,
+                "election: not leader",
+            ),
+            (
+                EtcdError::ElectionNoLeader,
+                Code::Unknown,
+                "election: no leader",
+            ),
+            (
+                EtcdError::MissingLeaderKey,
+                Code::Unknown,
+                "\"leader\" field must be provided",
             ),
             (
                 EtcdError::NoSpace,

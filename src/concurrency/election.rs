@@ -17,7 +17,6 @@ use super::cleanup::DeleteOnDrop;
 use super::keys;
 use super::session::session_lease;
 use super::wait::{wait_deletes, Waited};
-use super::RecipeError;
 
 /// Election.Campaign: returns once the caller leads `name` with `value`, held by `lease`
 /// (0: a fresh lease with the default session TTL). Campaigning again with the same lease
@@ -31,7 +30,7 @@ pub async fn campaign(
     name: &[u8],
     lease: i64,
     value: &[u8],
-) -> Result<CampaignResponse, RecipeError> {
+) -> Result<CampaignResponse, EtcdError> {
     let lease = session_lease(server, lease).await?;
     let prefix = keys::prefix(name);
     let key = keys::own_key(&prefix, lease);
@@ -71,7 +70,7 @@ pub async fn campaign(
                 lease,
             }),
         }),
-        Waited::OwnKeyGone => Err(RecipeError::NotLeader),
+        Waited::OwnKeyGone => Err(EtcdError::ElectionNotLeader),
     }
 }
 
@@ -80,10 +79,10 @@ pub async fn proclaim(
     server: &EtcdServer,
     leader: Option<LeaderKey>,
     value: &[u8],
-) -> Result<ProclaimResponse, RecipeError> {
-    let leader = leader.ok_or(RecipeError::MissingLeaderKey)?;
+) -> Result<ProclaimResponse, EtcdError> {
+    let leader = leader.ok_or(EtcdError::MissingLeaderKey)?;
     if leader.key.is_empty() {
-        return Err(EtcdError::EmptyKey.into());
+        return Err(EtcdError::EmptyKey);
     }
     // etcd puts with the session's lease, which is a fresh one if the request names none.
     let lease = session_lease(server, leader.lease).await?;
@@ -99,7 +98,7 @@ async fn proclaim_at(
     rev: i64,
     lease: i64,
     value: &[u8],
-) -> Result<ResponseHeader, RecipeError> {
+) -> Result<ResponseHeader, EtcdError> {
     let resp = server
         .txn(TxnRequest {
             compare: vec![keys::create_revision_is(key, rev)],
@@ -108,7 +107,7 @@ async fn proclaim_at(
         })
         .await?;
     if !resp.succeeded {
-        return Err(RecipeError::NotLeader);
+        return Err(EtcdError::ElectionNotLeader);
     }
     Ok(resp.header.unwrap_or_default())
 }
@@ -118,10 +117,10 @@ async fn proclaim_at(
 pub async fn resign(
     server: &EtcdServer,
     leader: Option<LeaderKey>,
-) -> Result<ResignResponse, RecipeError> {
-    let leader = leader.ok_or(RecipeError::MissingLeaderKey)?;
+) -> Result<ResignResponse, EtcdError> {
+    let leader = leader.ok_or(EtcdError::MissingLeaderKey)?;
     if leader.key.is_empty() {
-        return Err(EtcdError::EmptyKey.into());
+        return Err(EtcdError::EmptyKey);
     }
     let header = resign_at(server, &leader.key, leader.rev).await?;
     Ok(ResignResponse {
@@ -141,11 +140,15 @@ async fn resign_at(server: &EtcdServer, key: &[u8], rev: i64) -> Result<Response
 }
 
 /// Election.Leader: the current leader's key and value.
-pub async fn leader(server: &EtcdServer, name: &[u8]) -> Result<LeaderResponse, RecipeError> {
+pub async fn leader(server: &EtcdServer, name: &[u8]) -> Result<LeaderResponse, EtcdError> {
     let resp = server
         .range(keys::first_created(&keys::prefix(name)))
         .await?;
-    let kv = resp.kvs.into_iter().next().ok_or(RecipeError::NoLeader)?;
+    let kv = resp
+        .kvs
+        .into_iter()
+        .next()
+        .ok_or(EtcdError::ElectionNoLeader)?;
     Ok(LeaderResponse {
         header: resp.header,
         kv: Some(kv),

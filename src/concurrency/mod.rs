@@ -10,11 +10,8 @@
 
 pub mod cleanup;
 pub mod election;
-pub mod error;
 pub mod keys;
 pub mod mutex;
 pub mod observe;
 pub mod session;
 pub mod wait;
-
-pub use error::RecipeError;

@@ -14,7 +14,6 @@ use super::cleanup::DeleteOnDrop;
 use super::keys;
 use super::session::session_lease;
 use super::wait::{wait_deletes, Waited};
-use super::RecipeError;
 
 /// Lock.Lock: returns once the caller holds `name` with `lease` (0: a fresh lease with the
 /// default session TTL). The response carries the key, which exists while the lock is held.
@@ -25,7 +24,7 @@ pub async fn lock(
     server: &Arc<EtcdServer>,
     name: &[u8],
     lease: i64,
-) -> Result<LockResponse, RecipeError> {
+) -> Result<LockResponse, EtcdError> {
     let lease = session_lease(server, lease).await?;
     let prefix = keys::prefix(name);
     let key = keys::own_key(&prefix, lease);
@@ -70,15 +69,15 @@ pub async fn lock(
         }
         Waited::OwnKeyGone => {
             guard.disarm();
-            Err(RecipeError::SessionExpired)
+            Err(EtcdError::SessionExpired)
         }
     }
 }
 
 /// Lock.Unlock: deletes the lock's key (the next waiter then holds it).
-pub async fn unlock(server: &EtcdServer, key: &[u8]) -> Result<UnlockResponse, RecipeError> {
+pub async fn unlock(server: &EtcdServer, key: &[u8]) -> Result<UnlockResponse, EtcdError> {
     if key.is_empty() {
-        return Err(EtcdError::EmptyKey.into());
+        return Err(EtcdError::EmptyKey);
     }
     let resp = server
         .delete_range(DeleteRangeRequest {
