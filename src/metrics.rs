@@ -105,6 +105,18 @@ pub struct Metrics {
     pub watch_pending_events: IntGauge,
     /// Events sent to watch streams.
     pub watch_events: IntCounter,
+    /// Revisions deleted by physical compaction.
+    pub compaction_keys: IntCounter,
+    /// How long each physical compaction batch held the backend, in ms (etcd's pause).
+    pub compaction_pause: Histogram,
+    /// How long whole physical compactions took, in ms.
+    pub compaction_total: Histogram,
+    /// How long compacting the in-memory key index held the store, in ms.
+    pub index_compaction_pause: Histogram,
+    /// How long defragmentations took, in seconds.
+    pub defrag_duration: Histogram,
+    /// 1 while a defragmentation runs.
+    pub defrag_inflight: IntGauge,
     /// Leases granted (applied here).
     pub lease_granted: IntCounter,
     /// Leases revoked, by a client or by expiry (applied here).
@@ -139,6 +151,15 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
+}
+
+/// A histogram with etcd's exponential buckets: `start`, doubling `count` times.
+fn histogram(r: &Registry, name: &str, help: &str, start: f64, count: usize) -> Histogram {
+    let opts = HistogramOpts::new(name, help)
+        .buckets(exponential_buckets(start, 2.0, count).expect("valid buckets"));
+    let h = Histogram::with_opts(opts).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
 }
 
 /// etcd's disk latency buckets: 1 ms doubling 14 times (up to ~8 s).
@@ -212,17 +233,16 @@ impl Metrics {
             slow_watchers: gauge(&r, "etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers."),
             watch_pending_events: gauge(&r, "etcd_debugging_mvcc_pending_events_total", "Total number of pending events to be sent."),
             watch_events: counter(&r, "etcd_debugging_mvcc_events_total", "Total number of events sent by this member."),
+            compaction_keys: counter(&r, "etcd_debugging_mvcc_db_compaction_keys_total", "Total number of db keys compacted."),
+            compaction_pause: histogram(&r, "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "Bucketed histogram of db compaction pause duration.", 1.0, 13),
+            compaction_total: histogram(&r, "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds", "Bucketed histogram of db compaction total duration.", 100.0, 14),
+            index_compaction_pause: histogram(&r, "etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds", "Bucketed histogram of index compaction pause duration.", 0.5, 12),
+            defrag_duration: histogram(&r, "etcd_disk_backend_defrag_duration_seconds", "The latency distribution of backend defragmentation.", 0.1, 13),
+            defrag_inflight: gauge(&r, "etcd_disk_defrag_inflight", "Whether or not defrag is active on the member. 1 means active, 0 means not."),
             lease_granted: counter(&r, "etcd_debugging_lease_granted_total", "The total number of granted leases."),
             lease_revoked: counter(&r, "etcd_debugging_lease_revoked_total", "The total number of revoked leases."),
             lease_renewed: counter(&r, "etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader."),
-            lease_ttl: {
-                // etcd's buckets: 1 s doubling 14 times (up to 8192 s).
-                let opts = HistogramOpts::new("etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.")
-                    .buckets(exponential_buckets(1.0, 2.0, 14).expect("valid buckets"));
-                let h = Histogram::with_opts(opts).expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
+            lease_ttl: histogram(&r, "etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", 1.0, 14),
             lease_expired: counter(&r, "etcd_debugging_server_lease_expired_total", "The total number of expired leases."),
             registry: r,
         }

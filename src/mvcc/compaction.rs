@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use super::{MvccError, Revision, FINISHED_COMPACT_KEY};
 use crate::backend::{Backend, Bucket, WriteBatch};
+use crate::metrics::METRICS;
 
 /// Revision keys examined per backend batch: small enough that a batch never holds up the
 /// applier's commits for long, large enough to amortise commit overhead (etcd uses 1000).
@@ -48,6 +49,7 @@ impl Compaction {
         let mut keep_at = 0;
         let (mut scanned, mut deleted, mut batches) = (0u64, 0u64, 0u64);
         loop {
+            let batch_started = Instant::now();
             let mut batch = WriteBatch::new();
             let mut n = 0;
             let mut last: Option<Vec<u8>> = None;
@@ -75,6 +77,9 @@ impl Compaction {
                 );
             }
             backend.commit(batch)?;
+            METRICS
+                .compaction_pause
+                .observe(batch_started.elapsed().as_secs_f64() * 1000.0);
             if done {
                 break;
             }
@@ -89,6 +94,10 @@ impl Compaction {
             start.push(0);
             std::thread::yield_now();
         }
+        METRICS.compaction_keys.inc_by(deleted);
+        METRICS
+            .compaction_total
+            .observe(started.elapsed().as_secs_f64() * 1000.0);
         tracing::info!(
             revision = self.rev,
             scanned,

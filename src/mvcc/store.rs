@@ -199,6 +199,9 @@ impl Store {
         let started = Instant::now();
         let keep = self.index.compact(rev);
         self.compact_rev = rev;
+        crate::metrics::METRICS
+            .index_compaction_pause
+            .observe(started.elapsed().as_secs_f64() * 1000.0);
         tracing::info!(
             revision = rev,
             kept = keep.len(),

@@ -70,6 +70,7 @@ impl EtcdServer {
             return Err(EtcdError::LeaseTtlTooLarge);
         }
         r.ttl = r.ttl.max(self.lessor.min_ttl());
+        self.check_quota(super::quota::LEASE_OVERHEAD).await?;
         while r.id == NO_LEASE {
             // etcd picks from its request-id generator too: unique per member and time.
             r.id = (self.ids.next() & i64::MAX as u64) as i64;

@@ -2,11 +2,13 @@
 //! applied, serves linearizable reads after a ReadIndex round and serializable reads directly,
 //! and exposes the member's status. The gRPC layer (`api/`) is a thin adapter over it.
 
+pub mod auto_compact;
 pub mod bootstrap;
 pub mod cluster;
 pub mod join;
 pub mod lease;
 pub mod members;
+pub mod quota;
 pub mod read_index;
 pub mod watch_wait;
 
@@ -30,6 +32,7 @@ use crate::metrics::METRICS;
 use crate::mvcc::watch::{HubConfig, WatchHub};
 use crate::mvcc::Store;
 use crate::proto::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmType,
     AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, TxnRequest, TxnResponse,
@@ -80,6 +83,7 @@ pub struct EtcdServer {
     watch_hub: Arc<WatchHub>,
     lessor: Arc<Lessor>,
     leader_link: lease::LeaderLink,
+    quota: quota::Quota,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
@@ -264,7 +268,7 @@ impl EtcdServer {
             .set(1);
         METRICS
             .quota_backend_bytes
-            .set(effective_quota(cfg.quota_backend_bytes));
+            .set(cfg.backend_quota().map_or(cfg.quota_backend_bytes, |q| q as i64));
         {
             let s = store.read();
             METRICS.current_revision.set(s.current_revision());
@@ -296,8 +300,10 @@ impl EtcdServer {
             watch_hub,
             lessor,
             leader_link: lease::LeaderLink::default(),
+            quota: quota::Quota::new(cfg.backend_quota()),
         });
         server.spawn_lease_loop();
+        server.spawn_auto_compactor(cfg.auto_compaction_retention);
         for l in peer_listeners {
             server.clone().serve_peers(l, snap_dir.clone());
         }
@@ -498,6 +504,7 @@ impl EtcdServer {
 
     /// KV.Put.
     pub async fn put(&self, r: PutRequest) -> Result<PutResponse, EtcdError> {
+        self.check_quota(quota::put_cost(&r)).await?;
         match self.propose(Request::Put(r)).await? {
             ApplyResponse::Put(mut resp) => {
                 self.fill(&mut resp.header);
@@ -545,6 +552,7 @@ impl EtcdServer {
             self.fill(&mut resp.header);
             return Ok(resp);
         }
+        self.check_quota(quota::txn_cost(&r)).await?;
         match self.propose(Request::Txn(r)).await? {
             ApplyResponse::Txn(mut resp) => {
                 self.fill(&mut resp.header);
@@ -574,6 +582,50 @@ impl EtcdServer {
                 "unexpected apply result for compaction".into(),
             )),
         }
+    }
+
+    /// Refuses a write of `cost` bytes that would reach the backend quota, raising the NOSPACE
+    /// alarm for this member first (etcd's quota interceptor).
+    pub(crate) async fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
+        let fits = match self.quota.available(cost) {
+            Some(fits) => fits,
+            None => {
+                let be = self.backend.clone();
+                let size = tokio::task::spawn_blocking(move || be.size_on_disk())
+                    .await
+                    .map_err(|e| EtcdError::Internal(e.to_string()))?;
+                self.quota.record(size);
+                self.quota.available(cost).unwrap_or(true)
+            }
+        };
+        if fits {
+            return Ok(());
+        }
+        let raised = self
+            .alarms
+            .list()
+            .iter()
+            .any(|a| a.member_id == self.member_id && a.alarm == AlarmType::Nospace as i32);
+        if !raised {
+            tracing::warn!(
+                quota = ?self.quota_limit(),
+                "backend quota exceeded; raising the NOSPACE alarm"
+            );
+            let req = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            if let Err(e) = self.alarm(req).await {
+                tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(EtcdError::NoSpace)
+    }
+
+    /// The configured quota in bytes (`None`: disabled).
+    pub fn quota_limit(&self) -> Option<u64> {
+        self.quota.limit()
     }
 
     async fn backend_flush(&self) -> Result<(), EtcdError> {
@@ -664,16 +716,5 @@ impl EtcdServer {
     /// How long a proposal may wait before `request timed out`.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
-    }
-}
-
-/// etcd's quota rule: 0 means the 2 GiB default; a negative value also means the default
-/// (etcd has no way to switch the quota off).
-pub fn effective_quota(configured: i64) -> i64 {
-    const DEFAULT: i64 = 2 * 1024 * 1024 * 1024;
-    if configured <= 0 {
-        DEFAULT
-    } else {
-        configured
     }
 }
