@@ -35,6 +35,14 @@ impl WriteBatch {
         self.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &index.to_be_bytes()[..]);
     }
 
+    /// Whether the batch deletes revisions from the key bucket (compaction, snapshot install)
+    /// rather than only adding to it.
+    pub(super) fn deletes_history(&self) -> bool {
+        self.ops
+            .iter()
+            .any(|(k, v)| v.is_none() && k.first() == Some(&Bucket::Key.id()))
+    }
+
     /// True when nothing was added; committing an empty batch is a no-op.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

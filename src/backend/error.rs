@@ -59,6 +59,13 @@ pub enum BackendError {
         /// What was found to be wrong.
         detail: String,
     },
+    /// A defragmentation found the key history changed under it (a snapshot install) and
+    /// left the database as it was.
+    #[error("defragmentation of {dir} was interrupted by a snapshot install; run it again")]
+    DefragInterrupted {
+        /// The database directory.
+        dir: PathBuf,
+    },
     /// sled refused an operation or hit an internal bug; not recoverable by retrying.
     #[error("the backend database {dir} failed ({op}): {detail}; this is a bug, please report it")]
     Internal {

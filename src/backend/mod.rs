@@ -6,14 +6,21 @@
 //! WAL is the durability point, and sled is flushed on its own timer and before snapshots.
 
 mod batch;
+mod defrag;
 mod error;
+mod generation;
 
 pub use batch::WriteBatch;
+pub use defrag::{Defrag, DefragReport};
 pub use error::BackendError;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use generation::Generation;
+use parking_lot::RwLock;
 
 /// How long `open` waits for sled's lock to be released by a database closed just before.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -105,9 +112,17 @@ impl Default for BackendOptions {
 }
 
 /// The open database. `Send + Sync`: share it as `Arc<Backend>`; sled handles concurrency.
+///
+/// The sled database behind it can be replaced by a defragmented copy while it serves (see
+/// [`Backend::begin_defrag`]); every call works on the generation that is live when it starts,
+/// and an iterator keeps its generation alive until it is dropped.
 pub struct Backend {
-    db: sled::Db,
+    current: RwLock<Arc<Generation>>,
     dir: Arc<PathBuf>,
+    opts: BackendOptions,
+    /// Bumped by every commit that deletes key-bucket entries (compaction, snapshot install),
+    /// so a defragmentation can tell whether history it already copied changed under it.
+    key_deletes: AtomicU64,
 }
 
 impl std::fmt::Debug for Backend {
@@ -135,37 +150,37 @@ impl Backend {
                 }
             }
         })?;
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_capacity_bytes)
-            .flush_every_ms(opts.flush_every_ms);
-        // sled releases its file lock only when its background threads exit, a little after
-        // the previous `Db` in this process was dropped (sled issue #1289): reopening right
-        // after closing (snapshot install, tests) must wait for that instead of failing.
-        let deadline = Instant::now() + LOCK_WAIT;
-        let mut pause = Duration::from_millis(5);
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(e) => match BackendError::from_sled(dir, "open", e) {
-                    BackendError::Locked { .. } if Instant::now() < deadline => {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(100));
-                    }
-                    err => return Err(err),
-                },
-            }
+        let io_err = |op: &'static str| {
+            let dir = dir.to_path_buf();
+            move |source: std::io::Error| BackendError::Io { dir, op, source }
         };
+        let name = generation::current_name(dir).map_err(io_err("read CURRENT"))?;
+        generation::remove_stale(dir, &name);
+        let path = dir.join(&name);
+        let db = open_sled(&path, &opts)?;
         tracing::info!(
             dir = %dir.display(),
+            generation = %name,
             recovered = db.was_recovered(),
             cache_capacity_bytes = opts.cache_capacity_bytes,
             "opened backend database"
         );
         Ok(Backend {
-            db,
+            current: RwLock::new(Arc::new(Generation {
+                db,
+                name,
+                path,
+                obsolete: Default::default(),
+            })),
             dir: Arc::new(dir.to_path_buf()),
+            opts,
+            key_deletes: AtomicU64::new(0),
         })
+    }
+
+    /// The live generation.
+    fn live(&self) -> Arc<Generation> {
+        self.current.read().clone()
     }
 
     /// The directory the database lives in.
@@ -179,7 +194,8 @@ impl Backend {
 
     /// Reads one key.
     pub fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<sled::IVec>, BackendError> {
-        self.db
+        self.live()
+            .db
             .get(prefixed(bucket, key))
             .map_err(|e| self.err("get", e))
     }
@@ -200,15 +216,20 @@ impl Backend {
             None => vec![bucket.id() + 1],
         };
         // sled panics on an inverted range; an inverted request is simply empty.
+        let live = self.live();
         let iter = if lo <= hi {
-            Some(self.db.range(lo..hi))
+            Some(live.db.range(lo..hi))
         } else {
             None
         };
         let dir = Arc::clone(&self.dir);
-        iter.into_iter().flatten().map(move |r| match r {
-            Ok((k, v)) => Ok((k[1..].to_vec(), v)),
-            Err(e) => Err(BackendError::from_sled(&dir, "range", e)),
+        // The closure owns `live`: the generation stays until the iterator is dropped.
+        iter.into_iter().flatten().map(move |r| {
+            let _generation = &live;
+            match r {
+                Ok((k, v)) => Ok((k[1..].to_vec(), v)),
+                Err(e) => Err(BackendError::from_sled(&dir, "range", e)),
+            }
         })
     }
 
@@ -217,7 +238,11 @@ impl Backend {
         if batch.is_empty() {
             return Ok(());
         }
-        self.db
+        if batch.deletes_history() {
+            self.key_deletes.fetch_add(1, Ordering::AcqRel);
+        }
+        self.live()
+            .db
             .apply_batch(batch.into_sled())
             .map_err(|e| self.err("commit", e))
     }
@@ -226,13 +251,13 @@ impl Backend {
     ///
     /// Called by sled's own timer and before a raft snapshot, never per request.
     pub fn flush(&self) -> Result<usize, BackendError> {
-        self.db.flush().map_err(|e| self.err("flush", e))
+        self.live().db.flush().map_err(|e| self.err("flush", e))
     }
 
     /// Bytes the database occupies on disk, for the db size metrics and `Status` (0 if sled
     /// cannot tell).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.live().db.size_on_disk().unwrap_or(0)
     }
 
     /// The last raft index whose effects are in the database (0 on a new database).
@@ -249,6 +274,31 @@ impl Backend {
                 })?;
                 Ok(u64::from_be_bytes(bytes))
             }
+        }
+    }
+}
+
+/// Opens sled in `path`, waiting for a lock released by a database closed just before.
+fn open_sled(path: &Path, opts: &BackendOptions) -> Result<sled::Db, BackendError> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(opts.cache_capacity_bytes)
+        .flush_every_ms(opts.flush_every_ms);
+    // sled releases its file lock only when its background threads exit, a little after
+    // the previous `Db` in this process was dropped (sled issue #1289): reopening right
+    // after closing (snapshot install, tests) must wait for that instead of failing.
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(e) => match BackendError::from_sled(path, "open", e) {
+                BackendError::Locked { .. } if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                err => return Err(err),
+            },
         }
     }
 }

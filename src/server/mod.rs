@@ -32,10 +32,9 @@ use crate::metrics::METRICS;
 use crate::mvcc::watch::{HubConfig, WatchHub};
 use crate::mvcc::Store;
 use crate::proto::etcdserverpb::{
-    alarm_request::AlarmAction, AlarmType,
-    AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, TxnRequest, TxnResponse,
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest, Member, RequestHeader};
 use crate::raft::peer_service::PeerService;
@@ -266,9 +265,10 @@ impl EtcdServer {
             .cluster_version
             .with_label_values(&[ETCD_CLUSTER_VERSION])
             .set(1);
-        METRICS
-            .quota_backend_bytes
-            .set(cfg.backend_quota().map_or(cfg.quota_backend_bytes, |q| q as i64));
+        METRICS.quota_backend_bytes.set(
+            cfg.backend_quota()
+                .map_or(cfg.quota_backend_bytes, |q| q as i64),
+        );
         {
             let s = store.read();
             METRICS.current_revision.set(s.current_revision());

@@ -116,7 +116,11 @@ mod tests {
         assert_eq!(q.available(100), None, "nothing measured yet");
         q.record(800);
         assert_eq!(q.available(100), Some(true));
-        assert_eq!(q.available(200), Some(false), "reaching the quota is refused");
+        assert_eq!(
+            q.available(200),
+            Some(false),
+            "reaching the quota is refused"
+        );
         assert_eq!(q.available(0), Some(true), "reads and deletes cost nothing");
         q.invalidate();
         assert_eq!(q.available(100), None);
