@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::progress::Progress;
 use crate::report::Report;
 
 /// The write size of etcd's fio recipe (about one WAL record of a small put).
@@ -25,13 +26,17 @@ fn write_and_sync(path: &Path, count: u64) -> anyhow::Result<Report> {
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     let buf = vec![0xabu8; WRITE_SIZE];
     let mut report = Report::new("fsync (2300 B write + fdatasync)");
+    let progress = Progress::start("fsync", count);
+    let done = progress.counter();
     let start = Instant::now();
     for _ in 0..count {
         let t = Instant::now();
         f.write_all(&buf)?;
         f.sync_data()?;
         report.record(t.elapsed());
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    drop(progress);
     report.elapsed = start.elapsed();
     report
         .extra
