@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side watch comparison of ferrocd and etcd (Debian's etcd-server), single member, same
 # machine, same client (ferrocd-bench watch-latency), alternating systems over several rounds.
+# The fan-out specialist: 10,000 watchers and the server's RSS per idle watcher. The general
+# comparison (scripts/bench-vs-etcd.sh) has a smaller watch-latency row of its own.
 #
 #   scripts/bench-watch-vs-etcd.sh             # 3 rounds, 10,000 watchers on 100 streams, 100 puts at 10/s
 #   ROUNDS=5 WATCHERS=20000 RATE=20 scripts/bench-watch-vs-etcd.sh
@@ -22,10 +24,11 @@ if ! command -v etcd >/dev/null 2>&1; then
   echo "installing etcd-server (Debian) ..." >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
 fi
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --bins -q
-BENCH=target/release/ferrocd-bench
-FERROCD=target/release/ferrocd
-WORK=$(mktemp -d -p "$PWD/target" bench-watch.XXXXXX)
+BENCH=$TARGET_DIR/release/ferrocd-bench
+FERROCD=$TARGET_DIR/release/ferrocd
+WORK=$(mktemp -d -p "$TARGET_DIR" bench-watch.XXXXXX)
 RESULTS="$WORK/results.jsonl"
 PID=""
 cleanup() { [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
