@@ -1,6 +1,6 @@
-//! The Maintenance service: status, alarms, hashes and leader transfer. Defragment, snapshot
-//! download and downgrade arrive with the operations issue; until then they answer gRPC's
-//! Unimplemented with a message naming what is missing.
+//! The Maintenance service: status, alarms, hashes, leader transfer and online defragmentation.
+//! Snapshot download and downgrade arrive with the operations issue; until then they answer
+//! gRPC's Unimplemented with a message naming what is missing.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -77,7 +77,11 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        let s = &self.server;
+        s.defragment().await?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(s.header(s.current_revision())),
+        }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

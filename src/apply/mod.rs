@@ -8,6 +8,7 @@ pub mod alarm;
 pub mod kv;
 mod lease;
 mod membership;
+pub mod pause;
 mod snapshot;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -123,6 +124,8 @@ pub struct Applier {
     pub watch_hub: Arc<WatchHub>,
     /// The leases and their attached keys.
     pub lessor: Arc<Lessor>,
+    /// Where a defragmentation asks the applier to hold still.
+    pub pause: Arc<pause::PauseGate>,
 }
 
 impl Applier {
@@ -177,6 +180,10 @@ impl Applier {
             }
             if self.snaps.take_request() {
                 self.prepare_snapshot();
+            }
+            if let Some(p) = self.pause.take() {
+                self.close_group();
+                p.hold();
             }
         }
         tracing::info!("applier stopped");

@@ -5,6 +5,7 @@
 pub mod auto_compact;
 pub mod bootstrap;
 pub mod cluster;
+pub mod defrag;
 pub mod join;
 pub mod lease;
 pub mod members;
@@ -83,6 +84,9 @@ pub struct EtcdServer {
     lessor: Arc<Lessor>,
     leader_link: lease::LeaderLink,
     quota: quota::Quota,
+    snaps: Arc<SnapshotStore>,
+    pause: Arc<crate::apply::pause::PauseGate>,
+    defrag_lock: tokio::sync::Mutex<()>,
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServerError> {
@@ -147,6 +151,7 @@ impl EtcdServer {
         let reads = ReadIndex::new();
         let members = Arc::new(boot.members);
         let snaps = Arc::new(SnapshotStore::default());
+        let pause = Arc::new(crate::apply::pause::PauseGate::default());
         let snap_dir = bootstrap::snap_dir(&cfg.data_dir);
         let (node_tx, node_rx) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::channel();
@@ -226,6 +231,7 @@ impl EtcdServer {
             group: None,
             watch_hub: watch_hub.clone(),
             lessor: lessor.clone(),
+            pause: pause.clone(),
         };
         if let Some(c) = boot.pending_compaction {
             let (done, _) = tokio::sync::oneshot::channel();
@@ -301,6 +307,9 @@ impl EtcdServer {
             lessor,
             leader_link: lease::LeaderLink::default(),
             quota: quota::Quota::new(cfg.backend_quota()),
+            snaps: snaps.clone(),
+            pause,
+            defrag_lock: tokio::sync::Mutex::new(()),
         });
         server.spawn_lease_loop();
         server.spawn_auto_compactor(cfg.auto_compaction_retention);
