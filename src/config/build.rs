@@ -130,6 +130,10 @@ pub(crate) fn build(
         raw.experimental_watch_progress_notify_interval,
     );
     set_duration(
+        &mut c.corrupt_check_time,
+        raw.experimental_corrupt_check_time,
+    );
+    set_duration(
         &mut c.warning_apply_duration,
         raw.experimental_warning_apply_duration,
     );

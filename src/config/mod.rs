@@ -198,6 +198,9 @@ pub struct Config {
     pub compaction_sleep_interval: Duration,
     /// `--experimental-watch-progress-notify-interval`: idle watch progress notifications.
     pub watch_progress_notify_interval: Duration,
+    /// `--experimental-corrupt-check-time`: how often the leader compares members' HashKV
+    /// (zero: never, etcd's default).
+    pub corrupt_check_time: Duration,
     /// `--experimental-warning-apply-duration`: slow-apply warning threshold.
     pub warning_apply_duration: Duration,
     /// `--strict-reconfig-check`: refuse member changes that would lose quorum.
@@ -272,6 +275,7 @@ impl Default for Config {
             compaction_batch_limit: 1000,
             compaction_sleep_interval: Duration::from_millis(10),
             watch_progress_notify_interval: Duration::from_secs(600),
+            corrupt_check_time: Duration::ZERO,
             warning_apply_duration: Duration::from_millis(100),
             strict_reconfig_check: true,
             pre_vote: true,

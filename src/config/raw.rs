@@ -490,7 +490,6 @@ pub(crate) const ACCEPTED_NO_EFFECT: &[&str] = &[
     "enable-log-rotation",
     "log-rotation-config-json",
     "experimental-initial-corrupt-check",
-    "experimental-corrupt-check-time",
     "experimental-compact-hash-check-enabled",
     "experimental-compact-hash-check-time",
     "experimental-warning-unary-request-duration",

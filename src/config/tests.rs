@@ -1458,7 +1458,6 @@ fn accepted_flags_warn_that_they_have_no_effect() {
         c.warnings,
         [
             no_effect("experimental-initial-corrupt-check", ""),
-            no_effect("experimental-corrupt-check-time", ""),
             no_effect("socket-reuse-address", ""),
             no_effect("max-snapshots", ""),
             no_effect("max-wals", ""),

@@ -19,7 +19,9 @@ use super::node::NodeMsg;
 use super::transport::hex;
 use crate::error::EtcdError;
 use crate::metrics::METRICS;
-use crate::proto::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use crate::proto::etcdserverpb::{
+    HashKvRequest, HashKvResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use crate::proto::ferrocdpb::peer_server::Peer;
 use crate::proto::ferrocdpb::{
     LearnerReadyRequest, LearnerReadyResponse, LeaseRenewRequest, LeaseRenewResponse, Member,
@@ -32,6 +34,9 @@ pub type LearnerCheck =
     Arc<dyn Fn(u64) -> tokio::sync::oneshot::Receiver<Result<(), String>> + Send + Sync>;
 /// Lists the current members.
 pub type MemberList = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
+
+/// This member's HashKV at a revision: (hash, compact revision, revision hashed).
+pub type HashKvFn = Arc<dyn Fn(i64) -> Result<(u32, i64, i64), EtcdError> + Send + Sync>;
 
 /// Lease calls only the leader can answer; followers forward them here.
 pub trait LeaseLeader: Send + Sync {
@@ -60,6 +65,8 @@ pub struct PeerService {
     pub learner_check: LearnerCheck,
     /// Forwarded lease calls.
     pub leases: Arc<dyn LeaseLeader>,
+    /// HashKV for the leader's corruption check.
+    pub hash_kv: HashKvFn,
 }
 
 impl PeerService {
@@ -208,5 +215,22 @@ impl Peer for PeerService {
         Ok(Response::new(
             self.leases.time_to_live(req.into_inner()).await?,
         ))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let f = self.hash_kv.clone();
+        let rev = req.get_ref().revision;
+        let (hash, compact_revision, hash_revision) = tokio::task::spawn_blocking(move || f(rev))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(HashKvResponse {
+            header: None,
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 }

@@ -5,6 +5,7 @@
 pub mod auto_compact;
 pub mod bootstrap;
 pub mod cluster;
+pub mod corrupt;
 pub mod defrag;
 pub mod join;
 pub mod lease;
@@ -313,6 +314,7 @@ impl EtcdServer {
         });
         server.spawn_lease_loop();
         server.spawn_auto_compactor(cfg.auto_compaction_retention);
+        server.spawn_corruption_check(cfg.corrupt_check_time);
         for l in peer_listeners {
             server.clone().serve_peers(l, snap_dir.clone());
         }
@@ -341,6 +343,10 @@ impl EtcdServer {
             snap_dir,
             members: Arc::new(move || members.list()),
             leases: Arc::new(lease::LeaderLeases(self.clone())),
+            hash_kv: {
+                let me = self.clone();
+                Arc::new(move |rev| me.hash_kv(rev))
+            },
             learner_check: Arc::new(move |id| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let me = me.clone();
@@ -498,6 +504,10 @@ impl EtcdServer {
 
     /// KV.Range.
     pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        // etcd serves nothing from a cluster with a diverged member.
+        if self.alarms.has(AlarmType::Corrupt) {
+            return Err(EtcdError::Corrupt);
+        }
         if !r.serializable {
             self.read_barrier().await?;
         }
@@ -544,6 +554,9 @@ impl EtcdServer {
     /// KV.Txn: read-only txns are served as reads, others go through raft.
     pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, EtcdError> {
         if kv::is_read_only(&r) {
+            if self.alarms.has(AlarmType::Corrupt) {
+                return Err(EtcdError::Corrupt);
+            }
             if !kv::is_serializable(&r) {
                 self.read_barrier().await?;
             }
