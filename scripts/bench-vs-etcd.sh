@@ -40,12 +40,14 @@ if [ "$QUICK" = 1 ]; then
   MANY=3000        # requests of the 1000-client workloads
   WATCHERS=1000 WATCH_STREAMS=10 WATCH_PUTS=20 WATCH_RATE=20
   KEEPALIVES=2000
+  LEASE_PAIRS=1000
   FSYNCS=300
 else
   ONE=2000
   MANY=20000
   WATCHERS=10000 WATCH_STREAMS=100 WATCH_PUTS=100 WATCH_RATE=20
   KEEPALIVES=20000
+  LEASE_PAIRS=10000
   FSYNCS=1000
 fi
 T0=$(date +%s)
@@ -168,6 +170,8 @@ workloads() { # SYSTEM ROUND
     --watchers "$WATCHERS" --streams "$WATCH_STREAMS" --puts "$WATCH_PUTS" --rate "$WATCH_RATE"
   bench "$s" "$r" lease-keepalive-100clients --conns 10 --clients 100 lease-keepalive \
     --total "$KEEPALIVES"
+  bench "$s" "$r" lease-grant-revoke-100clients --conns 10 --clients 100 lease-grant-revoke \
+    --total "$LEASE_PAIRS"
 }
 
 log "$MEMBERS member(s), $ROUNDS round(s), work dir $WORK"
@@ -210,6 +214,7 @@ table = [
     ("range-s-1000clients", [("rps", RPS), ("p99", MS)]),
     ("watch-latency", [("p50", MS), ("p99", MS)]),
     ("lease-keepalive-100clients", [("rps", RPS), ("p50", MS)]),
+    ("lease-grant-revoke-100clients", [("rps", RPS), ("p50", MS)]),
     ("sizes", [("rss_bytes", MIB), ("db_bytes", MIB), ("data_dir_bytes", MIB)]),
 ]
 names = {"rss_bytes": "RSS", "db_bytes": "db", "data_dir_bytes": "data dir*", "rps": "req/s"}

@@ -210,7 +210,19 @@ fn watch_latency_receives_every_event() {
     assert!(r["latency_ms"]["p50"].is_f64(), "{r}");
 }
 
-/// Needs the Lease service: passes once leases are implemented.
+#[test]
+fn lease_grant_revoke_counts_every_pair_and_leaves_no_lease() {
+    let m = Member::start(&[]);
+    let r = single(
+        &m.endpoint(),
+        &["--clients", "4", "lease-grant-revoke", "--total", "30"],
+        30,
+    );
+    assert_eq!(r["name"], "lease-grant-revoke");
+    let leases = common::ok(m.etcdctl(&["lease", "list"]));
+    assert!(leases.starts_with("found 0 leases"), "{leases}");
+}
+
 #[test]
 fn lease_keepalive_counts_every_renewal() {
     let m = Member::start(&[]);
@@ -316,6 +328,7 @@ fn comparison_script_quick_mode() {
         "range-l-1000clients",
         "watch-latency",
         "lease-keepalive-100clients",
+        "lease-grant-revoke-100clients",
         "RSS",
         "fsync floor",
     ] {

@@ -188,6 +188,17 @@ async fn run(cmd: Cmd, t: &Target) -> anyhow::Result<Vec<Report>> {
             futures::future::join_all(workers.into_iter().map(lease::KeepAlive::revoke)).await;
             one(report)
         }
+        Cmd::LeaseGrantRevoke { total, ttl } => {
+            let workers = t
+                .client_channels()
+                .await?
+                .into_iter()
+                .map(|ch| lease::GrantRevoke::new(ch, ttl))
+                .collect();
+            one(runner::run("lease-grant-revoke", workers, total, 0.0)
+                .await
+                .0)
+        }
         Cmd::Watch {
             streams,
             watch_per_stream,

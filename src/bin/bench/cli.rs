@@ -180,6 +180,16 @@ pub enum Cmd {
         #[arg(long, default_value_t = 100)]
         ttl: i64,
     },
+    /// Each request grants a lease and revokes it (two writes through raft); reports the
+    /// pair's round trip. Measures the lease lifecycle cost (service registrations, locks).
+    LeaseGrantRevoke {
+        /// Total grant+revoke pairs over all clients.
+        #[arg(long, default_value_t = 10000)]
+        total: u64,
+        /// TTL of each lease, in seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+    },
     /// etcd's disk test: 2300-byte writes, each followed by fdatasync; the floor under every
     /// durable write.
     Fsync {
@@ -320,6 +330,8 @@ mod tests {
         }
         let a = parse(&["lease-keepalive", "--total", "7"]).unwrap();
         assert!(matches!(a.cmd, Cmd::LeaseKeepalive { total: 7, ttl: 100 }));
+        let a = parse(&["lease-grant-revoke", "--total", "9", "--ttl", "5"]).unwrap();
+        assert!(matches!(a.cmd, Cmd::LeaseGrantRevoke { total: 9, ttl: 5 }));
         let a = parse(&["txn-put", "--txn-ops", "4"]).unwrap();
         assert!(matches!(
             a.cmd,

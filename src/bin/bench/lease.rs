@@ -1,6 +1,9 @@
 //! `lease-keepalive`: every client grants one lease, then renews it over its own long-lived
 //! LeaseKeepAlive stream, one request in flight at a time; a request's latency is the renewal's
 //! round trip. This is the steady load a fleet of etcd clients with leases puts on a cluster.
+//!
+//! `lease-grant-revoke`: each request grants a lease and revokes it, the lifecycle of every
+//! short-lived registration or lock session.
 
 use ferrocd::proto::etcdserverpb::lease_client::LeaseClient;
 use ferrocd::proto::etcdserverpb::{
@@ -102,5 +105,43 @@ impl Worker for KeepAlive {
                 Err(e)
             }
         }
+    }
+}
+
+/// One client granting and revoking leases.
+pub struct GrantRevoke {
+    client: LeaseClient<Channel>,
+    ttl: i64,
+}
+
+impl GrantRevoke {
+    /// A client on `ch` granting leases of `ttl` seconds.
+    pub fn new(ch: Channel, ttl: i64) -> GrantRevoke {
+        GrantRevoke {
+            client: LeaseClient::new(ch),
+            ttl,
+        }
+    }
+}
+
+impl Worker for GrantRevoke {
+    async fn call(&mut self, _i: u64) -> Result<(), String> {
+        let g = self
+            .client
+            .lease_grant(LeaseGrantRequest {
+                ttl: self.ttl,
+                id: 0,
+            })
+            .await
+            .map_err(|s| format!("lease grant: {}", status_message(&s)))?
+            .into_inner();
+        if !g.error.is_empty() {
+            return Err(format!("lease grant: {}", g.error));
+        }
+        self.client
+            .lease_revoke(LeaseRevokeRequest { id: g.id })
+            .await
+            .map_err(|s| format!("lease revoke: {}", status_message(&s)))?;
+        Ok(())
     }
 }
