@@ -3,6 +3,7 @@
 //! and exposes the member's status. The gRPC layer (`api/`) is a thin adapter over it.
 
 pub mod auto_compact;
+pub mod backup;
 pub mod bootstrap;
 pub mod cluster;
 pub mod corrupt;

@@ -12,6 +12,8 @@
 //! is cleared first and set last — a member that dies mid-install finds a WAL snapshot point
 //! ahead of its backend on restart and installs the file again.
 
+pub mod backup;
+pub mod backup_read;
 pub mod codec;
 
 use std::fs;
@@ -105,6 +107,23 @@ pub fn capture_small(backend: &Backend) -> Result<Vec<BucketEntry>, BackendError
     Ok(out)
 }
 
+/// The key bucket's records up to `revision`, in revision order: what a snapshot taken at that
+/// revision holds. The scan stops at the first newer revision (keys are in revision order), so
+/// writes that keep arriving while it runs can never make it endless. Call with the compaction
+/// lock held shared, so no revision at or below `revision` disappears meanwhile.
+pub fn key_records(
+    backend: &Backend,
+    revision: i64,
+) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec), BackendError>> + Send + 'static {
+    let end = Revision::new(revision.saturating_add(1), 0).to_bytes();
+    backend
+        .range(Bucket::Key, &[], Some(&end))
+        .filter(|item| match item {
+            Ok((k, _)) => Revision::parse_key(k).is_ok(), // skip anything not a revision key
+            Err(_) => true,
+        })
+}
+
 /// Streams a prepared snapshot's data as encoded chunks of about `chunk_bytes`, calling `emit`
 /// for each (returning false stops). Holds the compaction lock shared for the duration.
 pub fn stream(
@@ -128,14 +147,8 @@ pub fn stream(
         codec::encode(&mut buf, *bucket, k, v);
     }
     let mut records = 0u64;
-    for item in backend.range(Bucket::Key, &[], None) {
+    for item in key_records(backend, p.meta.revision) {
         let (k, v) = item?;
-        if Revision::parse_key(&k)
-            .map(|(r, _)| r.main > p.meta.revision)
-            .unwrap_or(true)
-        {
-            continue; // newer than the snapshot (or not a revision key)
-        }
         codec::encode(&mut buf, Bucket::Key, &k, &v);
         records += 1;
         if buf.len() >= chunk_bytes {
