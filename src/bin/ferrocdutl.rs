@@ -1,5 +1,6 @@
-//! `ferrocdutl`: offline inspection of a stopped member's data dir (like etcdutl): dump the WAL
-//! (read-only: a torn tail is reported, not repaired) and report the backend's state.
+//! `ferrocdutl`: offline tools (like etcdutl): dump a stopped member's WAL (read-only: a torn
+//! tail is reported, not repaired), report its backend's state, and check or restore the
+//! snapshot files `etcdctl snapshot save` writes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,11 @@ use clap::{Parser, Subcommand};
 use ferrocd::backend::{Backend, BackendOptions};
 use ferrocd::mvcc::Store;
 use ferrocd::wal::{Record, Wal};
+
+#[path = "ferrocdutl/restore.rs"]
+mod restore;
+#[path = "ferrocdutl/snapshot.rs"]
+mod snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +43,11 @@ enum Cmd {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Check (status) or restore (a new member data dir from) a snapshot file.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +60,7 @@ fn main() -> ExitCode {
             wal_dump(wal_dir.unwrap_or_else(|| data_dir.join("member").join("wal")))
         }
         Cmd::Status { data_dir } => status(data_dir),
+        Cmd::Snapshot { cmd } => snapshot::run(cmd),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

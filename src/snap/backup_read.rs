@@ -36,8 +36,8 @@ pub enum BackupError {
     },
     /// The file is ours but cut short or altered.
     #[error(
-        "snapshot file {path} is truncated or corrupted ({detail}); nothing was restored from \
-         it: take a new snapshot with `etcdctl snapshot save`"
+        "snapshot file {path} is truncated or corrupted ({detail}); it cannot be used: \
+         take a new snapshot with `etcdctl snapshot save`"
     )]
     Corrupt {
         /// The file.
