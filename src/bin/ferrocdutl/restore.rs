@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferrocd::backend::{Backend, BackendOptions, Bucket, WriteBatch, CONSISTENT_INDEX_KEY};
-use ferrocd::config::{url_to_string, ClusterState, Config};
+use ferrocd::config::{ClusterState, Config};
 use ferrocd::server::bootstrap;
 use ferrocd::snap::backup_read;
 
@@ -51,7 +51,6 @@ pub fn restore(file: &Path, cfg: &Config) -> Result<Restored, Error> {
             .into());
         }
     }
-    check_local_member(cfg)?;
     let info = backup_read::verify(file)?;
 
     let mut tmp = TempDirs::default();
@@ -87,41 +86,6 @@ pub fn restore(file: &Path, cfg: &Config) -> Result<Restored, Error> {
     drop(boot);
     tmp.commit()?;
     Ok(restored)
-}
-
-/// The flags must name this member and its peer URLs the same way in both places, or the
-/// restored member would not recognise itself in the cluster (etcd checks the same).
-fn check_local_member(cfg: &Config) -> Result<(), Error> {
-    let mut listed: Vec<String> = cfg
-        .initial_cluster
-        .iter()
-        .filter(|(n, _)| *n == cfg.name)
-        .map(|(_, u)| url_to_string(u))
-        .collect();
-    if listed.is_empty() {
-        return Err(format!(
-            "--initial-cluster has no member named {:?} (--name); add {}=<peer url> to it",
-            cfg.name, cfg.name
-        )
-        .into());
-    }
-    let mut advertised: Vec<String> = cfg
-        .initial_advertise_peer_urls
-        .iter()
-        .map(url_to_string)
-        .collect();
-    listed.sort();
-    advertised.sort();
-    if listed != advertised {
-        return Err(format!(
-            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}; they must match",
-            cfg.name,
-            listed.join(","),
-            advertised.join(",")
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// Loads every record of the (verified) backup into a new backend at `db`, except what names

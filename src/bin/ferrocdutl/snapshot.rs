@@ -96,8 +96,9 @@ pub fn run(cmd: SnapshotCmd) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(ic) = &initial_cluster {
                 args.push(format!("--initial-cluster={ic}"));
             }
-            // The server's own flag parsing: the same defaults and the same checks as the
-            // `ferrocd` that will start on the restored dir.
+            // The server's own flag parsing: the same defaults and the same checks (this
+            // member in --initial-cluster with its advertised peer URLs) as the `ferrocd` that
+            // will start on the restored dir.
             let cfg = Config::try_parse(&args, &HashMap::new()).map_err(|e| e.to_string())?;
             let done = restore::restore(&file, &cfg)?;
             println!(
