@@ -1,6 +1,5 @@
-//! The Maintenance service: status, alarms, hashes, leader transfer and online defragmentation.
-//! Snapshot download and downgrade arrive with the operations issue; until then they answer
-//! gRPC's Unimplemented with a message naming what is missing.
+//! The Maintenance service: status, alarms, hashes, leader transfer, online defragmentation
+//! and snapshot download. Downgrade answers gRPC's Unimplemented with a message saying so.
 
 use std::pin::Pin;
 use std::sync::Arc;
