@@ -86,10 +86,14 @@ async fn quota_raises_nospace_on_every_member_and_compact_defrag_disarm_recover(
     let out = ok(m0.etcdctl(&["alarm", "list"]));
     assert!(
         out.lines()
-            .any(|l| l == format!("memberID:{id0} alarm:NOSPACE")),
+            .any(|l| l.trim_end() == format!("memberID:{id0} alarm:NOSPACE")),
         "{out}"
     );
-    assert!(out.lines().all(|l| l.ends_with(" alarm:NOSPACE")), "{out}");
+    assert!(
+        out.lines()
+            .all(|l| l.trim_end().ends_with(" alarm:NOSPACE")),
+        "{out}"
+    );
 
     // Free space: compact everything but the latest, defragment every member, disarm.
     let rev = c
@@ -114,7 +118,7 @@ async fn quota_raises_nospace_on_every_member_and_compact_defrag_disarm_recover(
     let out = ok(m0.etcdctl(&["alarm", "disarm"]));
     assert!(
         out.lines()
-            .any(|l| l == format!("memberID:{id0} alarm:NOSPACE")),
+            .any(|l| l.trim_end() == format!("memberID:{id0} alarm:NOSPACE")),
         "{out}"
     );
     for m in &cluster.members {
