@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # Space and defragmentation, ferrocd next to real etcd (Debian's etcd-server) on this machine,
 # single members, the same client (ferrocd-bench), one system at a time, alternating:
-#   1. write PUTS puts of 1 KiB values over 10,000 keys (history piles up);
-#   2. compact to the latest revision (physical) and record db size and RSS;
+#   1. write PUTS puts of 1 KiB values over KEYS keys (history piles up);
+#   2. compact to the latest revision (physical) and record db size and the longest
+#      compaction pause (etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds);
 #   3. start a paced writer (100 clients, 500 puts/s for 4 s), defragment 1 s into it, and
 #      record the defrag's duration, the db size after it and the writer's latencies (a
 #      stop-the-world defrag shows up as the writer's p99 and slowest write).
 #
-#   scripts/bench-defrag-vs-etcd.sh [--rounds N] [--puts N]
+#   scripts/bench-defrag-vs-etcd.sh [--rounds N] [--puts N] [--keys N]
 #
 # FERROCD_BIN / BENCH_BIN use prebuilt binaries instead of `cargo build --release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=2
-PUTS=100000
+PUTS=200000
+KEYS=100000
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --puts) PUTS=$2; shift 2 ;;
+    --keys) KEYS=$2; shift 2 ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--rounds N] [--puts N]" >&2; exit 2 ;;
   esac
@@ -71,16 +74,33 @@ run() {
   done
   log "$sys round $round: $PUTS puts"
   "$BENCH" --endpoints "$EP" --conns 10 --clients 100 put --total "$PUTS" \
-    --key-space-size 10000 --val-size 1024 --json >/dev/null
+    --key-space-size "$KEYS" --val-size 1024 --json >/dev/null
   record "$sys" "$round" db_written "$(db_size)"
   local rev
   rev=$(etcdctl --endpoints="$EP" get x -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
   etcdctl --endpoints="$EP" compact "$rev" --physical >/dev/null
   sleep 1
   record "$sys" "$round" db_compacted "$(db_size)"
+  record "$sys" "$round" compaction_pause_max "$(python3 - "http://$EP/metrics" <<'PY'
+import sys, urllib.request
+# The upper bound of the highest non-empty bucket of the pause histogram (ms).
+name = "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_bucket"
+prev, top = 0, 0.0
+for line in urllib.request.urlopen(sys.argv[1]).read().decode().splitlines():
+    if line.startswith(name):
+        le = line.split('le="')[1].split('"')[0]
+        n = float(line.rsplit(" ", 1)[1])
+        if n > prev and le != "+Inf":
+            top = float(le)
+        elif n > prev:
+            top = float("inf")
+        prev = n
+print(top)
+PY
+)"
   log "$sys round $round: defrag under a paced writer"
   "$BENCH" --endpoints "$EP" --conns 10 --clients 100 put --total 2000 --rate 500 \
-    --key-space-size 10000 --val-size 1024 --json >"$WORK/writer.json" &
+    --key-space-size "$KEYS" --val-size 1024 --json >"$WORK/writer.json" &
   local writer=$! t0 t1
   sleep 1
   t0=$(date +%s.%N)
@@ -107,18 +127,19 @@ for round in $(seq 1 "$ROUNDS"); do
   for sys in $order; do run "$sys" "$round"; done
 done
 
-python3 - "$RESULTS" "$PUTS" "$ROUNDS" "$(etcd --version 2>/dev/null | head -1)" <<'PY'
+python3 - "$RESULTS" "$PUTS" "$ROUNDS" "$(etcd --version 2>/dev/null | head -1)" "$KEYS" <<'PY'
 import json, statistics, sys
-path, puts, rounds, version = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+path, puts, rounds, version, keys = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 vals = {}
 for line in open(path):
     r = json.loads(line)
     vals.setdefault((r["system"], r["metric"]), []).append(r["value"])
 med = lambda s, m: statistics.median(vals[(s, m)]) if (s, m) in vals else None
-print(f"\nsingle member, {puts} puts of 1 KiB over 10,000 keys, {rounds} alternating round(s), median; {version}")
+print(f"\nsingle member, {puts} puts of 1 KiB over {keys} keys, {rounds} alternating round(s), median; {version}")
 print("ratio > 1: ferrocd better (etcd/ferrocd)\n")
 print(f"{'metric':34} {'etcd':>10} {'ferrocd':>10} {'ratio':>7}")
 rows = [("db after writes (MiB)", "db_written", 2**-20), ("db after compaction (MiB)", "db_compacted", 2**-20),
+        ("longest compaction pause (ms, bucket)", "compaction_pause_max", 1),
         ("db after defrag (MiB)", "db_defragged", 2**-20), ("RSS after defrag (MiB)", "rss", 2**-20),
         ("defrag duration (s)", "defrag_secs", 1), ("write p99 during defrag (ms)", "write_p99", 1e3),
         ("slowest write during defrag (ms)", "write_max", 1e3)]

@@ -45,6 +45,9 @@ impl Drop for Generation {
                 } else {
                     fs::remove_dir_all(&path)
                 };
+                // The old database's page cache is gone; give the freed heap back to the OS
+                // rather than let the allocator keep it as RSS.
+                release_free_memory();
                 match res {
                     Ok(()) => tracing::info!(path = %path.display(), "removed the old backend generation"),
                     Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing the old backend generation failed; it is retried on the next start"),
@@ -131,4 +134,13 @@ fn remove_legacy(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Returns freed heap pages to the OS (glibc keeps them otherwise, showing as RSS).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
