@@ -5,8 +5,8 @@
 #   2. compact to the latest revision (physical) and record db size and the longest
 #      compaction pause (etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds);
 #   3. start a paced writer (100 clients, 500 puts/s for 4 s), defragment 1 s into it, and
-#      record the defrag's duration, the db size after it and the writer's latencies (a
-#      stop-the-world defrag shows up as the writer's p99 and slowest write).
+#      record the defrag's duration, the writer's latencies (a stop-the-world defrag shows up
+#      as the writer's p99 and slowest write), and 3 s later the db size and RSS.
 #
 #   scripts/bench-defrag-vs-etcd.sh [--rounds N] [--puts N] [--keys N]
 #
@@ -81,6 +81,7 @@ run() {
   etcdctl --endpoints="$EP" compact "$rev" --physical >/dev/null
   sleep 1
   record "$sys" "$round" db_compacted "$(db_size)"
+  record "$sys" "$round" rss_compacted "$(rss)"
   record "$sys" "$round" compaction_pause_max "$(python3 - "http://$EP/metrics" <<'PY'
 import sys, urllib.request
 # The upper bound of the highest non-empty bucket of the pause histogram (ms).
@@ -108,6 +109,7 @@ PY
   t1=$(date +%s.%N)
   wait "$writer"
   record "$sys" "$round" defrag_secs "$(python3 -c "print($t1 - $t0)")"
+  sleep 3 # let the old database go (ferrocd frees it once its last reader is done)
   record "$sys" "$round" db_defragged "$(db_size)"
   record "$sys" "$round" rss "$(rss)"
   python3 - "$sys" "$round" "$WORK/writer.json" >>"$RESULTS" <<'PY'
@@ -139,6 +141,7 @@ print(f"\nsingle member, {puts} puts of 1 KiB over {keys} keys, {rounds} alterna
 print("ratio > 1: ferrocd better (etcd/ferrocd)\n")
 print(f"{'metric':34} {'etcd':>10} {'ferrocd':>10} {'ratio':>7}")
 rows = [("db after writes (MiB)", "db_written", 2**-20), ("db after compaction (MiB)", "db_compacted", 2**-20),
+        ("RSS after compaction (MiB)", "rss_compacted", 2**-20),
         ("longest compaction pause (ms, bucket)", "compaction_pause_max", 1),
         ("db after defrag (MiB)", "db_defragged", 2**-20), ("RSS after defrag (MiB)", "rss", 2**-20),
         ("defrag duration (s)", "defrag_secs", 1), ("write p99 during defrag (ms)", "write_p99", 1e3),

@@ -20,6 +20,8 @@ const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
 /// How long after its last reader is gone an obsolete generation is deleted: sled's background
 /// threads hold the files a moment longer than the last handle.
 const DELETE_DELAY: Duration = Duration::from_secs(2);
+/// When the freed memory of the old generation is handed back to the OS.
+const TRIM_DELAY: Duration = Duration::from_millis(600);
 
 /// One open sled database and where it lives.
 pub(super) struct Generation {
@@ -39,7 +41,11 @@ impl Drop for Generation {
         let _ = std::thread::Builder::new()
             .name("backend-gc".into())
             .spawn(move || {
-                std::thread::sleep(DELETE_DELAY);
+                // sled's own threads let go of the old database within a flush interval;
+                // then its memory is free and can go back to the OS.
+                std::thread::sleep(TRIM_DELAY);
+                release_free_memory();
+                std::thread::sleep(DELETE_DELAY.saturating_sub(TRIM_DELAY));
                 let res = if legacy {
                     remove_legacy(&path)
                 } else {
