@@ -49,6 +49,16 @@ impl Fault {
         (Fault::RemoveReAdd, 1),
     ];
 
+    /// A shuffled bag with every kind once (so a short run covers them all), then weighted
+    /// picks.
+    fn bag(rng: &mut StdRng) -> Vec<Fault> {
+        let mut bag: Vec<Fault> = Fault::ALL.iter().map(|(f, _)| *f).collect();
+        for i in (1..bag.len()).rev() {
+            bag.swap(i, rng.random_range(0..=i));
+        }
+        bag
+    }
+
     fn pick(rng: &mut StdRng) -> Fault {
         let total: u32 = Fault::ALL.iter().map(|(_, w)| w).sum();
         let mut x = rng.random_range(0..total);
@@ -93,6 +103,8 @@ pub async fn run(ch: &mut Chaos, schedule: Schedule, t0: Instant) -> FaultLog {
         Schedule::Fixed(steps) => (StdRng::seed_from_u64(0), steps, None),
     };
     let mut fixed = steps.into_iter();
+    let mut bag = Fault::bag(&mut rng);
+    bag.reverse();
     let mut readded = false;
     loop {
         let (fault, hold) = match deadline {
@@ -100,19 +112,19 @@ pub async fn run(ch: &mut Chaos, schedule: Schedule, t0: Instant) -> FaultLog {
                 if Instant::now() >= d {
                     break;
                 }
-                let mut f = Fault::pick(&mut rng);
+                let mut f = bag.pop().unwrap_or_else(|| Fault::pick(&mut rng));
                 // Membership changes are slow: at most one per run.
                 if f == Fault::RemoveReAdd && readded {
                     f = Fault::KillFollower;
                 }
-                (f, Duration::from_millis(rng.random_range(1000..4000)))
+                (f, Duration::from_millis(rng.random_range(800..3000)))
             }
             None => match fixed.next() {
                 Some(s) => s,
                 None => break,
             },
         };
-        let calm = Duration::from_millis(rng.random_range(500..1500));
+        let calm = Duration::from_millis(rng.random_range(300..1000));
         let at = t0.elapsed().as_secs_f64();
         let what = inject(ch, fault, hold, &mut rng, &mut log).await;
         readded |= fault == Fault::RemoveReAdd;

@@ -18,6 +18,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Operations by kind: (total, known outcome).
     pub ops: BTreeMap<&'static str, (usize, usize)>,
+    /// Unknown outcomes by error text.
+    pub unknown: BTreeMap<String, usize>,
     /// Faults by kind.
     pub faults: BTreeMap<String, usize>,
     /// The fault timeline.
@@ -60,6 +62,10 @@ impl Report {
             e.0 += 1;
             if op.known() {
                 e.1 += 1;
+            } else {
+                let mut why = op.error.clone();
+                why.truncate(90);
+                *self.unknown.entry(why).or_default() += 1;
             }
             if matches!(
                 op.result,
@@ -112,6 +118,10 @@ impl fmt::Display for Report {
         )?;
         for (k, (n, known)) in &self.ops {
             writeln!(f, "  {k:<18} {n:>6} / {known}")?;
+        }
+        writeln!(f, "unknown outcomes by error:")?;
+        for (k, n) in &self.unknown {
+            writeln!(f, "  {n:>6} {k}")?;
         }
         writeln!(f, "faults injected: {}", self.total_faults())?;
         for (k, n) in &self.faults {
