@@ -206,6 +206,21 @@ impl Chaos {
             .map_err(|e| format!("m{} did not come back: {e}", i + 1))
     }
 
+    /// Starts every member again together (none can serve alone), then waits for each.
+    pub fn restart_all(&mut self) -> Vec<String> {
+        for m in &mut self.c.members {
+            m.kill9();
+            m.launch();
+        }
+        let mut errors = Vec::new();
+        for (i, m) in self.c.members.iter_mut().enumerate() {
+            if let Err(e) = tokio::task::block_in_place(|| m.wait_ready(Duration::from_secs(60))) {
+                errors.push(format!("m{} did not come back: {e}", i + 1));
+            }
+        }
+        errors
+    }
+
     /// Makes sure every member runs and none is paused (after a failed step).
     pub fn ensure_all_running(&mut self) -> Vec<String> {
         let mut errors = Vec::new();

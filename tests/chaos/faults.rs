@@ -33,10 +33,12 @@ pub enum Fault {
     MoveLeader,
     /// Remove a follower, wipe it, add it back, start it with `existing`.
     RemoveReAdd,
+    /// SIGKILL every member at once, restart them all (WAL replay everywhere).
+    KillAll,
 }
 
 impl Fault {
-    const ALL: [(Fault, u32); 10] = [
+    const ALL: [(Fault, u32); 11] = [
         (Fault::KillFollower, 3),
         (Fault::KillLeader, 3),
         (Fault::PauseFollower, 2),
@@ -47,6 +49,7 @@ impl Fault {
         (Fault::OneWayToLeader, 2),
         (Fault::MoveLeader, 2),
         (Fault::RemoveReAdd, 1),
+        (Fault::KillAll, 1),
     ];
 
     /// A shuffled bag with every kind once (so a short run covers them all), then weighted
@@ -213,6 +216,14 @@ async fn inject(
             tokio::time::sleep(hold).await;
             ch.heal();
             format!("{} -/-> {} for {hold:?}", name(follower), name(leader))
+        }
+        Fault::KillAll => {
+            for i in 0..n {
+                ch.kill(i);
+            }
+            tokio::time::sleep(hold).await;
+            log.errors.extend(ch.restart_all());
+            format!("all {n} for {hold:?}")
         }
         Fault::MoveLeader => match ch.move_leader(leader, follower).await {
             Ok(()) => format!("{} -> {}", name(leader), name(follower)),
