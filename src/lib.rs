@@ -11,6 +11,8 @@ pub mod backend;
 pub mod concurrency;
 pub mod config;
 pub mod error;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;

@@ -19,11 +19,43 @@ use crate::server::{EtcdServer, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// The HTTP routes served on every client URL.
 pub fn router(server: Arc<EtcdServer>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
-        .route("/metrics", get(metrics))
-        .with_state(server)
+        .route("/metrics", get(metrics));
+    #[cfg(debug_assertions)]
+    let r = if crate::fault::enabled() {
+        r.route(
+            "/debug/faults",
+            get(faults::show).post(faults::set).delete(faults::clear),
+        )
+    } else {
+        r
+    };
+    r.with_state(server)
+}
+
+/// The test-only fault switch's control (see `crate::fault`): debug builds started with
+/// `FERROCD_FAULT_INJECTION=1` only.
+#[cfg(debug_assertions)]
+mod faults {
+    use axum::Json;
+
+    use crate::fault::{self, Faults};
+
+    pub(super) async fn show() -> Json<Faults> {
+        Json(fault::get())
+    }
+
+    pub(super) async fn set(Json(f): Json<Faults>) -> Json<Faults> {
+        fault::set(f);
+        Json(fault::get())
+    }
+
+    pub(super) async fn clear() -> Json<Faults> {
+        fault::clear();
+        Json(fault::get())
+    }
 }
 
 async fn version() -> impl IntoResponse {

@@ -100,6 +100,11 @@ impl Peer for PeerService {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             self.check(batch.cluster_id, batch.from, batch.to)?;
+            // Test-only fault switch (see `crate::fault`): drop as a lossy network would.
+            #[cfg(debug_assertions)]
+            if crate::fault::drop_from(batch.from) {
+                continue;
+            }
             let from = hex(batch.from);
             for bytes in batch.messages {
                 METRICS
@@ -126,6 +131,11 @@ impl Peer for PeerService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         self.check(first.cluster_id, first.from, first.to)?;
+        // Test-only fault switch (see `crate::fault`): the snapshot does not arrive.
+        #[cfg(debug_assertions)]
+        if crate::fault::drop_from(first.from) {
+            return Err(Status::unavailable("fault injection: snapshot dropped"));
+        }
         let msg = Message::parse_from_bytes(&first.message)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot message: {e}")))?;
         if msg.get_msg_type() != MessageType::MsgSnapshot {

@@ -240,6 +240,11 @@ impl Transport for SharedTransport {
                 tracing::debug!(to = hex(to), "raft messages to an unknown peer dropped");
                 continue;
             };
+            // Test-only fault switch (see `crate::fault`): drop as a lossy network would.
+            #[cfg(debug_assertions)]
+            if crate::fault::drop_to(to) {
+                continue;
+            }
             let bytes: usize = messages.iter().map(Vec::len).sum();
             let batch = RaftBatch {
                 cluster_id: t.cluster_id,
@@ -266,6 +271,15 @@ impl Transport for SharedTransport {
         }
         drop(peers);
         for m in snapshots {
+            // Test-only fault switch (see `crate::fault`): the snapshot fails to arrive.
+            #[cfg(debug_assertions)]
+            if crate::fault::drop_to(m.to) {
+                let _ = t.node_tx.send(NodeMsg::SnapshotStatus {
+                    to: m.to,
+                    ok: false,
+                });
+                continue;
+            }
             t.send_snapshot(m);
         }
     }

@@ -500,6 +500,12 @@ impl EtcdServer {
 
     /// Waits until a linearizable read may be served locally.
     pub async fn read_barrier(&self) -> Result<(), EtcdError> {
+        // Planted bug for the chaos harness (debug builds with FERROCD_FAULT_INJECTION=1 and
+        // FERROCD_PLANT_BUG=stale-reads only): serve "linearizable" reads locally, unsafely.
+        #[cfg(debug_assertions)]
+        if crate::fault::planted_bug("stale-reads") {
+            return Ok(());
+        }
         self.reads.wait().await
     }
 

@@ -35,6 +35,8 @@ pub struct Member {
     pub extra: Vec<String>,
     /// Where stderr goes.
     pub log_path: PathBuf,
+    /// Extra environment for the process (empty unless a test sets it; reused on restart).
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -66,6 +68,7 @@ impl Member {
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log_path,
+            env: Vec::new(),
             _tmp: None,
         };
         m.spawn_and_wait();
@@ -90,6 +93,7 @@ impl Member {
             log_path: data_dir.with_extension("log"),
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             _tmp: None,
         }
     }
@@ -181,6 +185,7 @@ impl Member {
             .arg(&self.cluster_state)
             .args(&self.extra)
             .env("FERROCD_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -213,6 +218,16 @@ impl Member {
     /// The server's process id (for /proc checks).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (e.g. "STOP", "CONT") to the running process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
     }
 
     /// SIGKILL, no clean shutdown.
@@ -314,6 +329,37 @@ pub fn http_get(endpoint: &str, path: &str) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
+/// A minimal HTTP/1.1 request with an optional JSON body; returns (status, body).
+pub fn http_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let addr: std::net::SocketAddr = endpoint.parse().map_err(|e| format!("{endpoint}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {buf:?}"))?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
 /// Several members forming one cluster, each in its own dir under one temp dir.
 pub struct Cluster {
     /// The members, in --initial-cluster order.
@@ -325,6 +371,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members (m1..mn) together and waits until each serves.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(n, extra, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment for every member's process.
+    pub fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut members: Vec<Member> = (1..=n)
             .map(|i| {
@@ -343,6 +394,10 @@ impl Cluster {
             .collect();
         for m in &mut members {
             m.initial_cluster = ic.join(",");
+            m.env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             m.launch();
         }
         for m in &mut members {
