@@ -284,11 +284,10 @@ async fn chaos_finds_planted_stale_reads() {
 
 /// A member that joined through the leader's snapshot (removed, wiped, added back) must survive
 /// a restart. Found by seed 7 (`FERROCD_CHAOS_SEEDS=7 FERROCD_CHAOS_DURATION=40`): the snapshot
-/// carries the leader's `member_id` in the Meta bucket and `snap::install` copies it over the
-/// joiner's, so the joiner's next start fails with "WAL belongs to member X but the backend to
-/// member Y; the data dir mixes two members".
+/// carried the leader's `member_id` in the Meta bucket and `snap::install` copied it over the
+/// joiner's, so the joiner's next start failed with "WAL belongs to member X but the backend to
+/// member Y; the data dir mixes two members". Fixed: install keeps the local member id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "ferrocd bug: a member that installed a leader snapshot cannot restart (see the doc comment)"]
 async fn chaos_readded_member_survives_restart() {
     let _g = SERIAL.lock().await;
     let schedule = Schedule::Fixed(vec![

@@ -27,6 +27,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Meta-bucket key of the last applied raft index (u64 big-endian), as in etcd.
 pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
+/// Meta-bucket key of the member this database belongs to (u64 big-endian). Local to the
+/// member: a snapshot from another member must never carry it over.
+pub const MEMBER_ID_KEY: &[u8] = b"member_id";
 
 /// A namespace of keys inside the database.
 ///

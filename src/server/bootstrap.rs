@@ -28,7 +28,7 @@ use crate::raft::RaftStorage;
 use crate::wal::{Record, Wal};
 
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
-const META_MEMBER_ID: &[u8] = b"member_id";
+const META_MEMBER_ID: &[u8] = crate::backend::MEMBER_ID_KEY;
 
 /// What a member started with `--initial-cluster-state=existing` learned from the cluster.
 pub struct JoinInfo {
@@ -364,7 +364,8 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
                 )));
             }
             tracing::warn!(index, "finishing an interrupted snapshot install");
-            crate::snap::install(&backend, &path, index).map_err(ServerError::State)?;
+            crate::snap::install(&backend, &path, index, meta.member_id)
+                .map_err(ServerError::State)?;
             consistent_index = index;
         }
     }

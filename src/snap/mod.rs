@@ -220,8 +220,10 @@ impl Receiver {
 }
 
 /// Replaces the backend's whole content with a snapshot file, ending with the consistent index
-/// set to `index` (so an interrupted install is recognisable and redone on restart).
-pub fn install(backend: &Backend, path: &Path, index: u64) -> Result<u64, String> {
+/// set to `index` (so an interrupted install is recognisable and redone on restart). The
+/// snapshot comes from another member: its member id is replaced by `member_id`, this
+/// member's own (otherwise the next start would find a backend of another member).
+pub fn install(backend: &Backend, path: &Path, index: u64, member_id: u64) -> Result<u64, String> {
     let started = std::time::Instant::now();
     let err = |e: &dyn std::fmt::Display| format!("installing snapshot {}: {e}", path.display());
     // 1. Mark the backend as mid-install.
@@ -253,7 +255,9 @@ pub fn install(backend: &Backend, path: &Path, index: u64) -> Result<u64, String
     while pos < data.len() {
         let (bucket, k, v, used) = codec::decode(&data[pos..]).map_err(|e| err(&e))?;
         pos += used;
-        if bucket == Bucket::Meta && k == crate::backend::CONSISTENT_INDEX_KEY {
+        if bucket == Bucket::Meta
+            && (k == crate::backend::CONSISTENT_INDEX_KEY || k == crate::backend::MEMBER_ID_KEY)
+        {
             continue;
         }
         b.put(bucket, k, v);
@@ -273,6 +277,11 @@ pub fn install(backend: &Backend, path: &Path, index: u64) -> Result<u64, String
         }
     }
     // 4. Done: the consistent index says the backend holds everything through `index`.
+    b.put(
+        Bucket::Meta,
+        crate::backend::MEMBER_ID_KEY,
+        &member_id.to_be_bytes()[..],
+    );
     b.set_consistent_index(index);
     backend.commit(b).map_err(|e| err(&e))?;
     backend.flush().map_err(|e| err(&e))?;
