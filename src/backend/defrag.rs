@@ -304,4 +304,36 @@ mod tests {
             "gen-1"
         );
     }
+
+    #[test]
+    fn a_second_process_cannot_remove_a_generation_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
+        fill(&b, 0, 10, b"v");
+        let mut d = b.begin_defrag().unwrap();
+        d.copy_history().unwrap();
+        // Another open of the same dir (a tool run against a live member) fails on the lock
+        // and must not have deleted the generation being built.
+        assert!(Backend::open(tmp.path(), BackendOptions::default()).is_err());
+        assert!(tmp.path().join("gen-2").exists());
+        d.finish().unwrap();
+        assert_eq!(b.range(Bucket::Key, b"", None).count(), 10);
+    }
+
+    #[test]
+    fn a_missing_current_generation_is_refused_not_recreated_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
+            fill(&b, 0, 10, b"v");
+            b.flush().unwrap();
+            b.begin_defrag().unwrap().finish().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Pretend the live generation vanished while an old one is still around.
+        std::fs::create_dir_all(tmp.path().join("gen-1")).unwrap();
+        std::fs::remove_dir_all(tmp.path().join("gen-2")).unwrap();
+        let err = Backend::open(tmp.path(), BackendOptions::default()).unwrap_err();
+        assert!(matches!(err, BackendError::Corrupt { .. }), "{err}");
+    }
 }

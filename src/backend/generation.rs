@@ -102,6 +102,18 @@ pub(super) fn set_current(dir: &Path, name: &str) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Whether the db dir holds a generation other than `name`.
+pub(super) fn has_other(dir: &Path, name: &str) -> bool {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.starts_with("gen-") && n != name
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// Deletes generations other than `live` left by a crash or an interrupted defragmentation.
 pub(super) fn remove_stale(dir: &Path, live: &str) {
     let Ok(entries) = fs::read_dir(dir) else {

@@ -158,9 +158,19 @@ impl Backend {
             move |source: std::io::Error| BackendError::Io { dir, op, source }
         };
         let name = generation::current_name(dir).map_err(io_err("read CURRENT"))?;
-        generation::remove_stale(dir, &name);
         let path = dir.join(&name);
+        if name != generation::LEGACY && !path.exists() && generation::has_other(dir, &name) {
+            // CURRENT only ever names a generation that was complete and durable; opening an
+            // empty database in its place would silently lose every key.
+            return Err(BackendError::Corrupt {
+                dir: dir.to_path_buf(),
+                detail: format!("{} names {name}, which is missing", generation::CURRENT),
+            });
+        }
         let db = open_sled(&path, &opts)?;
+        // Only now, holding the live generation's lock (so no other process uses this
+        // database), are leftovers of an interrupted defragmentation removed.
+        generation::remove_stale(dir, &name);
         tracing::info!(
             dir = %dir.display(),
             generation = %name,
