@@ -387,3 +387,38 @@ async fn etcdctl_elect_leader_changes_on_resign_and_on_death() {
     assert_eq!(v3, "p3");
     assert_eq!(observer.leader(SOON), Some((k3, "p3".into())));
 }
+
+/// etcd's `hasleader` for Observe streams: on a member that lost its leader an open observer
+/// ends with `no leader` after three election timeouts.
+#[tokio::test]
+async fn require_leader_observe_ends_without_a_leader() {
+    let mut cluster = common::Cluster::start(3, &[]);
+    let leader = cluster.leader(0).await;
+    let keep = (leader + 1) % 3;
+    let require = etcd_client::ConnectOptions::new().with_require_leader(true);
+    let mut c = Client::connect([cluster.members[keep].endpoint()], Some(require))
+        .await
+        .unwrap();
+    let lease = grant(&mut c, 60).await;
+    c.campaign("hl", "v1", lease).await.unwrap();
+    let mut obs = c.observe("hl").await.expect("observe");
+    let (_, value, _) = observed(&mut obs).await;
+    assert_eq!(value, "v1");
+    cluster.members[leader].kill9();
+    cluster.members[(leader + 2) % 3].kill9();
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(20), obs.message())
+        .await
+        .expect("the observer is canceled")
+        .expect_err("canceled with an error");
+    let s = status_of(end);
+    assert_eq!(
+        (s.code(), s.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

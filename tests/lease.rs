@@ -642,3 +642,45 @@ async fn leases_reach_a_member_caught_up_by_snapshot() {
     }
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
 }
+
+/// etcd's `hasleader` for keep-alive streams: an open stream on a member that has lost its
+/// leader ends with `no leader` after three election timeouts, even with no request pending.
+#[tokio::test]
+async fn require_leader_keepalive_stream_ends_without_a_leader() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(0).await;
+    let keep = (leader + 1) % 3;
+    let mut c = Client::connect([cluster.members[keep].endpoint()], None)
+        .await
+        .unwrap();
+    let lease = c.lease_grant(60, None).await.unwrap().id();
+    let mut raw = raw_lease_client(&cluster.members[keep]).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(LeaseKeepAliveRequest { id: lease }).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut()
+        .insert("hasleader", "true".parse().unwrap());
+    let mut replies = raw.lease_keep_alive(req).await.unwrap().into_inner();
+    let first = replies.next().await.unwrap().unwrap();
+    assert_eq!((first.id, first.ttl), (lease, 60));
+
+    cluster.members[leader].kill9();
+    cluster.members[(leader + 2) % 3].kill9();
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(20), replies.next())
+        .await
+        .expect("the stream is canceled")
+        .expect("an error, not a clean end")
+        .expect_err("canceled with an error");
+    assert_eq!(
+        (end.code(), end.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "three election timeouts: {:?}",
+        started.elapsed()
+    );
+    drop(tx);
+}

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::leader_monitor::{leader_lost, requires_leader};
 use super::lock::until_stopping;
 use crate::concurrency::{election, observe};
 use crate::error::EtcdError;
@@ -81,6 +82,7 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let require_leader = requires_leader(req.metadata());
         let name = req.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
         let server = self.server.clone();
@@ -91,6 +93,9 @@ impl Election for ElectionService {
                 // The client went away: stop watching.
                 _ = tx.closed() => return,
                 _ = until_stopping(stopping) => Err(EtcdError::Stopped),
+                _ = leader_lost(&server, server.election_timeout(), require_leader) => {
+                    Err(EtcdError::NoLeader)
+                }
             };
             // etcd ends the stream quietly when its observer fails; the reason is more use
             // to the client than a bare end of stream.

@@ -2,7 +2,8 @@
 //!
 //! KeepAlive follows etcd's stream contract: each request is answered with the lease's granted
 //! TTL, an unknown or expired lease with TTL 0 (never an error on the stream), and a client
-//! that half-closes still gets its replies before the stream ends.
+//! that half-closes still gets its replies before the stream ends. A `hasleader` stream ends
+//! with `no leader` when the member has been without a leader for three election timeouts.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::leader_monitor::{leader_lost, requires_leader};
 use crate::error::EtcdError;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::{
@@ -68,16 +70,23 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let require_leader = requires_leader(req.metadata());
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE);
         let server = self.server.clone();
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
+            let lost = leader_lost(&server, server.election_timeout(), require_leader);
+            tokio::pin!(lost);
             loop {
                 let next = tokio::select! {
                     n = inbound.next() => n,
                     _ = async { drop(stopping.wait_for(|s| *s).await) } => {
                         let _ = tx.send(Err(EtcdError::Stopped.into())).await;
+                        return;
+                    }
+                    _ = &mut lost => {
+                        let _ = tx.send(Err(EtcdError::NoLeader.into())).await;
                         return;
                     }
                 };

@@ -6,6 +6,7 @@ pub mod election;
 pub mod http;
 pub mod kv;
 pub mod kv_check;
+pub mod leader_monitor;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;

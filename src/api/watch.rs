@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::leader_monitor::{requires_leader, LeaderMonitor};
 use super::watch_wire::{fragments, EventsResponse, WireResponse, WireStream};
 use crate::config::Config;
 use crate::error::EtcdError;
@@ -25,12 +26,8 @@ use crate::server::EtcdServer;
 
 /// etcd refuses progress intervals below this and uses it instead.
 const MIN_PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-/// gRPC metadata a client sends to require a leader (etcd's `rpctypes.MetadataRequireLeaderKey`).
-const REQUIRE_LEADER_KEY: &str = "hasleader";
 /// Responses taken from the hub's queue per wake-up.
 const MAX_BATCH: usize = 256;
-/// Election timeouts without a leader before etcd cancels `hasleader` streams.
-const MAX_NO_LEADER_CHECKS: u32 = 3;
 
 /// `etcdserverpb.Watch` over the server's watch hub.
 pub struct WatchService {
@@ -78,10 +75,7 @@ impl WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WireStream>, Status> {
-        let require_leader = req
-            .metadata()
-            .get(REQUIRE_LEADER_KEY)
-            .is_some_and(|v| v.as_bytes() == b"true");
+        let require_leader = requires_leader(req.metadata());
         if require_leader && self.server.leader() == 0 {
             return Err(EtcdError::NoLeader.into());
         }
@@ -178,26 +172,6 @@ fn handle_request(handle: &WatchStreamHandle, req: WatchRequest) {
         }
         Some(RequestUnion::ProgressRequest(_)) => handle.request_progress(),
         None => tracing::debug!("empty watch request ignored"),
-    }
-}
-
-/// etcd's leader monitor for `hasleader` streams: existing streams are canceled only after
-/// the member went `MAX_NO_LEADER_CHECKS` election timeouts in a row without a leader
-/// (reconnecting streams costs more than refusing new ones, which happens at once).
-#[derive(Debug, Default)]
-struct LeaderMonitor {
-    misses: u32,
-}
-
-impl LeaderMonitor {
-    /// Records one check; true when the stream must be canceled.
-    fn observe(&mut self, has_leader: bool) -> bool {
-        if has_leader {
-            self.misses = 0;
-        } else {
-            self.misses += 1;
-        }
-        self.misses >= MAX_NO_LEADER_CHECKS
     }
 }
 
@@ -298,29 +272,5 @@ impl Sender {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leader_monitor_needs_three_misses_in_a_row() {
-        let mut m = LeaderMonitor::default();
-        assert!(!m.observe(false));
-        assert!(!m.observe(false));
-        assert!(!m.observe(true)); // a leader resets the count
-        assert!(!m.observe(false));
-        assert!(!m.observe(false));
-        assert!(m.observe(false));
-        assert_eq!(
-            tonic::Status::from(EtcdError::NoLeader).message(),
-            "etcdserver: no leader"
-        );
-        assert_eq!(
-            tonic::Status::from(EtcdError::NoLeader).code(),
-            tonic::Code::Unavailable
-        );
     }
 }

@@ -742,6 +742,11 @@ impl EtcdServer {
         &self.watch_hub
     }
 
+    /// `--election-timeout` (leader monitors of `hasleader` streams count in these).
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
+    }
+
     /// How long a proposal may wait before `request timed out`.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
