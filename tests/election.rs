@@ -8,12 +8,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl_bin, ok, Member};
+use common::{ok, BackgroundEtcdctl, Member};
 use etcd_client::{Client, LeaderKey, ObserveStream, ProclaimOptions, ResignOptions};
 
 /// A generous bound for things that should happen "soon" (never a performance assertion).
@@ -276,116 +273,67 @@ async fn errors_match_etcd() {
 // ---------------------------------------------------------------------------------------------
 // etcdctl elect
 
-/// `etcdctl elect ...` in the background; stdout lines arrive on a channel.
-struct CtlElect {
-    child: Child,
-    lines: Receiver<String>,
+/// `etcdctl elect <args...>` in the background.
+fn ctl_elect(endpoint: &str, args: &[&str]) -> BackgroundEtcdctl {
+    let mut all = vec!["elect"];
+    all.extend_from_slice(args);
+    BackgroundEtcdctl::spawn(endpoint, &all, &[])
 }
 
-impl CtlElect {
-    fn spawn(endpoint: &str, args: &[&str]) -> CtlElect {
-        let mut child = Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoint}"))
-            .arg("elect")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn etcdctl elect");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        CtlElect { child, lines }
-    }
-
-    /// The next (key, value) pair etcdctl prints, within `timeout`.
-    fn leader(&self, timeout: Duration) -> Option<(String, String)> {
-        let key = self.lines.recv_timeout(timeout).ok()?;
-        let value = self.lines.recv_timeout(SOON).ok()?;
-        Some((key, value))
-    }
-
-    fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(st.success());
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "etcdctl elect did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for CtlElect {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The next (key, value) pair etcdctl elect prints, within `timeout`.
+fn elected(ctl: &BackgroundEtcdctl, timeout: Duration) -> Option<(String, String)> {
+    let key = ctl.line(timeout)?;
+    let value = ctl.line(SOON)?;
+    Some((key, value))
 }
 
 #[tokio::test]
 async fn etcdctl_elect_leader_changes_on_resign_and_on_death() {
     let m = Member::start(&[]);
     let ep = m.endpoint();
-    let observer = CtlElect::spawn(&ep, &["-l", "ctl"]);
-    let mut p1 = CtlElect::spawn(&ep, &["ctl", "p1"]);
-    let (k1, v1) = p1.leader(SOON).expect("p1 is elected");
+    let observer = ctl_elect(&ep, &["-l", "ctl"]);
+    let mut p1 = ctl_elect(&ep, &["ctl", "p1"]);
+    let (k1, v1) = elected(&p1, SOON).expect("p1 is elected");
     assert!(k1.starts_with("ctl/"), "{k1}");
     assert_eq!(v1, "p1");
-    assert_eq!(observer.leader(SOON), Some((k1.clone(), "p1".into())));
+    assert_eq!(elected(&observer, SOON), Some((k1.clone(), "p1".into())));
 
     let mut c = m.client().await;
-    let p2 = CtlElect::spawn(&ep, &["ctl", "p2"]);
+    let p2 = ctl_elect(&ep, &["ctl", "p2"]);
     wait_candidates(&mut c, "ctl/", 2).await;
-    assert_eq!(p2.leader(Duration::from_millis(500)), None, "two leaders");
+    assert_eq!(
+        elected(&p2, Duration::from_millis(500)),
+        None,
+        "two leaders"
+    );
 
     // SIGINT makes etcdctl resign: p2 leads.
     p1.signal("INT");
     assert!(p1.wait_exit(SOON).success(), "p1 resigns cleanly");
-    let (k2, v2) = p2.leader(SOON).expect("p2 is elected after p1 resigned");
+    let (k2, v2) = elected(&p2, SOON).expect("p2 is elected after p1 resigned");
     assert_eq!(v2, "p2");
     assert_ne!(k2, k1);
-    assert_eq!(observer.leader(SOON), Some((k2.clone(), "p2".into())));
+    assert_eq!(elected(&observer, SOON), Some((k2.clone(), "p2".into())));
 
     // A leader that dies keeps leading until its session lease ends. etcdctl elect's session
     // has the client library's fixed 60 s TTL, so the test ends the lease itself (what its
     // expiry does) once the process is gone.
-    let p3 = CtlElect::spawn(&ep, &["ctl", "p3"]);
+    let p3 = ctl_elect(&ep, &["ctl", "p3"]);
     wait_candidates(&mut c, "ctl/", 2).await;
     let mut p2 = p2;
     p2.signal("KILL");
     p2.wait_exit(SOON);
     assert_eq!(
-        p3.leader(Duration::from_millis(500)),
+        elected(&p3, Duration::from_millis(500)),
         None,
         "p3 leads while p2's lease lives"
     );
     let lease_hex = k2.strip_prefix("ctl/").unwrap();
     let out = ok(m.etcdctl(&["lease", "revoke", lease_hex]));
     assert!(out.contains("revoked"), "{out}");
-    let (k3, v3) = p3
-        .leader(SOON)
-        .expect("p3 is elected after p2's lease ended");
+    let (k3, v3) = elected(&p3, SOON).expect("p3 is elected after p2's lease ended");
     assert_eq!(v3, "p3");
-    assert_eq!(observer.leader(SOON), Some((k3, "p3".into())));
+    assert_eq!(elected(&observer, SOON), Some((k3, "p3".into())));
 }
 
 /// etcd's `hasleader` for Observe streams: on a member that lost its leader an open observer

@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl_bin, Cluster, Member};
+use common::{BackgroundEtcdctl, Cluster, Member};
 use etcd_client::{Client, GetOptions, LockOptions};
 
 /// A generous bound for things that should happen "soon" (never a performance assertion).
@@ -312,72 +309,11 @@ async fn waiting_locks_and_observers_do_not_hold_up_shutdown() {
 // ---------------------------------------------------------------------------------------------
 // etcdctl lock
 
-/// `etcdctl lock ...` in the background; stdout lines arrive on a channel.
-struct CtlLock {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl CtlLock {
-    fn spawn(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> CtlLock {
-        let mut child = Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
-            .envs(envs.iter().copied())
-            .arg(format!("--endpoints={endpoint}"))
-            .arg("lock")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etcdctl lock");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        CtlLock { child, lines }
-    }
-
-    /// The next stdout line, or None after `timeout`.
-    fn line(&self, timeout: Duration) -> Option<String> {
-        self.lines.recv_timeout(timeout).ok()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits for a clean exit; returns stderr on failure.
-    fn wait_success(mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                if !st.success() {
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        use std::io::Read;
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("etcdctl lock exited with {st}: {err}");
-                }
-                return;
-            }
-            assert!(Instant::now() < deadline, "etcdctl lock did not finish");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for CtlLock {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// `etcdctl lock <args...>` in the background.
+fn ctl_lock(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> BackgroundEtcdctl {
+    let mut all = vec!["lock"];
+    all.extend_from_slice(args);
+    BackgroundEtcdctl::spawn(endpoint, &all, envs)
 }
 
 #[tokio::test]
@@ -391,10 +327,10 @@ async fn etcdctl_lock_holders_never_overlap() {
     let script = format!(
         "echo \"start $WHO $ETCD_LOCK_KEY\" >> {log_s}; sleep 0.4; echo \"end $WHO\" >> {log_s}"
     );
-    let holders: Vec<CtlLock> = ["a", "b", "c"]
+    let holders: Vec<BackgroundEtcdctl> = ["a", "b", "c"]
         .iter()
         .map(|who| {
-            CtlLock::spawn(
+            ctl_lock(
                 &m.endpoint(),
                 &["--ttl", "5", "shared", "--", "sh", "-c", &script],
                 &[("WHO", who)],
@@ -429,10 +365,10 @@ async fn etcdctl_lock_holders_never_overlap() {
 #[tokio::test]
 async fn etcdctl_lock_is_freed_when_the_killed_holder_lease_expires() {
     let m = Member::start(&[]);
-    let mut holder = CtlLock::spawn(&m.endpoint(), &["--ttl", "2", "crash"], &[]);
+    let mut holder = ctl_lock(&m.endpoint(), &["--ttl", "2", "crash"], &[]);
     let key = holder.line(SOON).expect("holder prints its lock key");
     assert!(key.starts_with("crash/"), "{key}");
-    let waiter = CtlLock::spawn(&m.endpoint(), &["--ttl", "2", "crash"], &[]);
+    let waiter = ctl_lock(&m.endpoint(), &["--ttl", "2", "crash"], &[]);
     // The waiter queues behind the holder, and stays there while the holder lives (its
     // keep-alives renew the 2 s lease well past its TTL).
     let mut c = m.client().await;
@@ -488,7 +424,7 @@ async fn lock_through_followers_and_freed_by_lease_expiry_on_a_cluster() {
 
     // A holder through one follower (etcdctl, 2 s session), a server-side waiter through the
     // other; killing the holder frees the lock once the leader expires its lease.
-    let mut holder = CtlLock::spawn(&f1.endpoint(), &["--ttl", "2", "cl"], &[]);
+    let mut holder = ctl_lock(&f1.endpoint(), &["--ttl", "2", "cl"], &[]);
     let held = holder.line(SOON).expect("holder prints its key");
     let mut c2 = f2.client().await;
     let wl = grant(&mut c2, 30).await;

@@ -441,3 +441,100 @@ impl Cluster {
         }
     }
 }
+
+/// A long-running etcdctl command (`lock`, `elect`) in the background: stdout lines arrive on
+/// a channel as it prints them; stderr is collected for failure messages.
+pub struct BackgroundEtcdctl {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl BackgroundEtcdctl {
+    /// Starts `etcdctl --endpoints=<endpoint> <args...>` with extra environment `envs`.
+    pub fn spawn(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> BackgroundEtcdctl {
+        use std::io::BufRead;
+        let mut child = Command::new(etcdctl_bin())
+            .env("ETCDCTL_API", "3")
+            .envs(envs.iter().copied())
+            .arg(format!("--endpoints={endpoint}"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn etcdctl");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Drained as it comes, so a chatty etcdctl never blocks on a full pipe.
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = err.read_to_string(&mut buf);
+            sink.lock().unwrap().push_str(&buf);
+        });
+        BackgroundEtcdctl {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next stdout line, or None after `timeout`.
+    pub fn line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Sends `sig` (e.g. "INT", "KILL") to the process.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "etcdctl did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for a clean exit; panics with etcdctl's stderr otherwise.
+    pub fn wait_success(mut self, timeout: Duration) {
+        let st = self.wait_exit(timeout);
+        if !st.success() {
+            // The drain thread finishes once the process has closed stderr.
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("etcdctl exited with {st}: {}", self.stderr.lock().unwrap());
+        }
+    }
+}
+
+impl Drop for BackgroundEtcdctl {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
