@@ -4,6 +4,7 @@
 //! member keeps the lessor's role in step with raft's and, on the leader, proposes checkpoints
 //! of renewed leases and revocations of expired ones.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,26 +106,12 @@ impl EtcdServer {
     /// One keep-alive: renews lease `id` on the leader (forwarding if this member is not it)
     /// and returns its granted TTL. Retries across a leader change until the request timeout.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, EtcdError> {
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            let leader = self.leader();
-            let attempt = if self.is_leader() {
-                self.local_lease_renew(id).await
-            } else if leader != 0 {
-                self.forward_renew(leader, id).await
-            } else {
-                Err(EtcdError::NoLeader)
-            };
-            match attempt {
-                Ok(ttl) => return Ok(ttl),
-                Err(EtcdError::LeaseNotFound) => return Err(EtcdError::LeaseNotFound),
-                Err(e) if Instant::now() >= deadline => return Err(timeout_error(e)),
-                Err(e) => {
-                    tracing::debug!(lease = format!("{id:x}"), error = %e, "keep-alive not served yet; retrying")
-                }
-            }
-            tokio::time::sleep(RETRY).await;
-        }
+        self.on_leader(
+            "keep-alive",
+            || self.local_lease_renew(id),
+            |leader| self.forward_renew(leader, id),
+        )
+        .await
     }
 
     /// Lease.LeaseTimeToLive, answered by the leader; an unknown lease reports TTL -1.
@@ -132,24 +119,47 @@ impl EtcdServer {
         &self,
         r: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        let req = &r;
+        let mut resp = self
+            .on_leader(
+                "time-to-live",
+                move || self.local_lease_time_to_live(req),
+                move |leader| self.forward_time_to_live(leader, req),
+            )
+            .await?;
+        // The header is this member's, like every response it sends.
+        resp.header = Some(self.header(self.current_revision()));
+        Ok(resp)
+    }
+
+    /// Runs a leader-only lease call: here when this member leads, forwarded to the leader
+    /// otherwise, retried across leader changes until the request timeout. An unknown lease
+    /// is an answer, not a reason to retry.
+    async fn on_leader<T, L, F>(
+        &self,
+        what: &'static str,
+        local: impl Fn() -> L,
+        forward: impl Fn(u64) -> F,
+    ) -> Result<T, EtcdError>
+    where
+        L: Future<Output = Result<T, EtcdError>>,
+        F: Future<Output = Result<T, EtcdError>>,
+    {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let leader = self.leader();
             let attempt = if self.is_leader() {
-                self.local_lease_time_to_live(&r).await
+                local().await
             } else if leader != 0 {
-                self.forward_time_to_live(leader, &r).await
+                forward(leader).await
             } else {
                 Err(EtcdError::NoLeader)
             };
             match attempt {
-                Ok(mut resp) => {
-                    // The header is this member's, like every response it sends.
-                    resp.header = Some(self.header(self.current_revision()));
-                    return Ok(resp);
-                }
+                Ok(v) => return Ok(v),
+                Err(EtcdError::LeaseNotFound) => return Err(EtcdError::LeaseNotFound),
                 Err(e) if Instant::now() >= deadline => return Err(timeout_error(e)),
-                Err(e) => tracing::debug!(error = %e, "time-to-live not served yet; retrying"),
+                Err(e) => tracing::debug!(call = what, error = %e, "not served yet; retrying"),
             }
             tokio::time::sleep(RETRY).await;
         }
@@ -174,7 +184,6 @@ impl EtcdServer {
         if !self.is_leader() {
             return Err(EtcdError::NotLeader);
         }
-        self.lessor.promote(self.election_timeout);
         match self.lessor.renew(id) {
             Err(EtcdError::LeaseNotFound) if self.catch_up_applied().await => self.lessor.renew(id),
             r => r,
@@ -189,7 +198,6 @@ impl EtcdServer {
         if !self.is_leader() {
             return Err(EtcdError::NotLeader);
         }
-        self.lessor.promote(self.election_timeout);
         let mut ttl = self.lessor.time_to_live(r.id, r.keys);
         if ttl.is_none() && self.catch_up_applied().await {
             ttl = self.lessor.time_to_live(r.id, r.keys);
