@@ -1,8 +1,8 @@
 //! The server's lease operations. Grants and revocations go through raft like any write;
 //! renewals and time-to-live questions are answered by the leader, whose lessor keeps the
-//! cluster's lease clock (a follower forwards them over the peer service); and a loop on every
-//! member keeps the lessor's role in step with raft's and, on the leader, proposes checkpoints
-//! of renewed leases and revocations of expired ones.
+//! cluster's lease clock (a follower forwards them over the peer service; the raft loop
+//! promotes and demotes the lessor with the role); and a loop on the leader proposes
+//! checkpoints of renewed leases and revocations of expired ones.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -284,9 +284,9 @@ impl EtcdServer {
         }
     }
 
-    /// Keeps the lessor's role in step with raft's: promoted while this member leads (then it
-    /// checkpoints renewed leases and revokes expired ones every [`lease::TICK`]), demoted as
-    /// soon as it does not.
+    /// The leader's lease duties, every [`lease::TICK`]: checkpoint renewed leases and revoke
+    /// expired ones. (The lessor itself is promoted and demoted by the raft loop as this member
+    /// gains and loses leadership; a demoted lessor has nothing to checkpoint or expire.)
     pub(super) fn spawn_lease_loop(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -299,10 +299,8 @@ impl EtcdServer {
                     break;
                 }
                 if !me.is_leader() {
-                    me.lessor.demote();
                     continue;
                 }
-                me.lessor.promote(me.election_timeout);
                 let checkpoints = me.lessor.take_checkpoints(lease::MAX_CHECKPOINTS_PER_ENTRY);
                 if !checkpoints.is_empty() {
                     let m = me.clone();
