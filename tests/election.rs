@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ok, BackgroundEtcdctl, Member};
+use common::{grpc_status, ok, BackgroundEtcdctl, Member};
 use etcd_client::{Client, LeaderKey, ObserveStream, ProclaimOptions, ResignOptions};
 
 /// A generous bound for things that should happen "soon" (never a performance assertion).
@@ -18,13 +18,6 @@ const SOON: Duration = Duration::from_secs(10);
 
 async fn grant(c: &mut Client, ttl: i64) -> i64 {
     c.lease_grant(ttl, None).await.expect("lease grant").id()
-}
-
-fn status_of(e: etcd_client::Error) -> tonic::Status {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
 }
 
 /// The next observed leader as (key, value, create revision).
@@ -156,7 +149,7 @@ async fn resign_hands_leadership_to_the_next_candidate() {
         )
         .await
         .expect_err("stale proclaim");
-    let st = status_of(err);
+    let st = grpc_status(err);
     assert_eq!(
         (st.code(), st.message()),
         (tonic::Code::Unknown, "election: not leader")
@@ -230,7 +223,7 @@ async fn a_cancelled_campaign_resigns_and_a_candidate_without_lease_is_not_leade
         .expect("c's campaign ends once its lease is gone")
         .unwrap()
         .expect_err("c must not lead");
-    let st = status_of(err);
+    let st = grpc_status(err);
     assert_eq!(
         (st.code(), st.message()),
         (tonic::Code::Unknown, "election: not leader")
@@ -242,21 +235,21 @@ async fn a_cancelled_campaign_resigns_and_a_candidate_without_lease_is_not_leade
 async fn errors_match_etcd() {
     let m = Member::start(&[]);
     let mut c = m.client().await;
-    let st = status_of(c.leader("nobody").await.expect_err("no candidates"));
+    let st = grpc_status(c.leader("nobody").await.expect_err("no candidates"));
     assert_eq!(
         (st.code(), st.message()),
         (tonic::Code::Unknown, "election: no leader")
     );
 
-    let st = status_of(c.proclaim("x", None).await.expect_err("no leader key"));
+    let st = grpc_status(c.proclaim("x", None).await.expect_err("no leader key"));
     assert_eq!(
         (st.code(), st.message()),
         (tonic::Code::Unknown, "\"leader\" field must be provided")
     );
-    let st = status_of(c.resign(None).await.expect_err("no leader key"));
+    let st = grpc_status(c.resign(None).await.expect_err("no leader key"));
     assert_eq!(st.message(), "\"leader\" field must be provided");
 
-    let st = status_of(
+    let st = grpc_status(
         c.campaign("x", "v", 0x4242)
             .await
             .expect_err("unknown lease"),
@@ -359,7 +352,7 @@ async fn require_leader_observe_ends_without_a_leader() {
         .await
         .expect("the observer is canceled")
         .expect_err("canceled with an error");
-    let s = status_of(end);
+    let s = grpc_status(end);
     assert_eq!(
         (s.code(), s.message()),
         (tonic::Code::Unavailable, "etcdserver: no leader")

@@ -3,22 +3,15 @@
 
 mod common;
 
-use common::Member;
+use common::{grpc_status, Member};
 use etcd_client::{
     Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use tonic::Code;
 
-fn status(e: etcd_client::Error) -> tonic::Status {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
-
 fn assert_err(e: etcd_client::Error, code: Code, msg: &str) {
-    let s = status(e);
+    let s = grpc_status(e);
     assert_eq!(s.code(), code, "{s:?}");
     assert_eq!(s.message(), msg, "{s:?}");
 }

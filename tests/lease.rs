@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http_get, ok, Cluster, Member};
+use common::{code_and_message, http_get, ok, Cluster, Member};
 use etcd_client::{
     Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn,
     TxnOp, WatchOptions,
@@ -18,13 +18,6 @@ use tokio_stream::StreamExt;
 
 /// Timing-sensitive tests (expiry windows, leader changes) run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn status(e: etcd_client::Error) -> (tonic::Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 async fn ttl(c: &mut Client, id: i64) -> (i64, i64, Vec<Vec<u8>>) {
     let r = c
@@ -67,7 +60,7 @@ async fn grant_ttl_rules_ids_and_errors() {
         .await
         .unwrap_err();
     assert_eq!(
-        status(e),
+        code_and_message(e),
         (
             tonic::Code::FailedPrecondition,
             "etcdserver: lease already exists".into()
@@ -79,7 +72,7 @@ async fn grant_ttl_rules_ids_and_errors() {
     assert_eq!(max.ttl(), 9_000_000_000);
     let e = c.lease_grant(9_000_000_001, None).await.unwrap_err();
     assert_eq!(
-        status(e),
+        code_and_message(e),
         (
             tonic::Code::OutOfRange,
             "etcdserver: too large lease TTL".into()
@@ -110,7 +103,7 @@ async fn grant_ttl_rules_ids_and_errors() {
     // Revoking or renewing what does not exist.
     let e = c.lease_revoke(0x9999).await.unwrap_err();
     assert_eq!(
-        status(e),
+        code_and_message(e),
         (
             tonic::Code::NotFound,
             "etcdserver: requested lease not found".into()
@@ -160,7 +153,7 @@ async fn keys_attach_detach_and_revoke_in_one_revision() {
         .await
         .unwrap_err();
     assert_eq!(
-        status(e),
+        code_and_message(e),
         (
             tonic::Code::NotFound,
             "etcdserver: requested lease not found".into()
@@ -174,7 +167,10 @@ async fn keys_attach_detach_and_revoke_in_one_revision() {
         )]))
         .await
         .unwrap_err();
-    assert_eq!(status(e).1, "etcdserver: requested lease not found");
+    assert_eq!(
+        code_and_message(e).1,
+        "etcdserver: requested lease not found"
+    );
 
     // Two keys on `other` are deleted together: one revision, one watch reply.
     c.put("k5", "v", Some(PutOptions::new().with_lease(other)))
@@ -218,7 +214,7 @@ async fn keys_attach_detach_and_revoke_in_one_revision() {
     // The key that left the lease survives it.
     assert_eq!(c.get("k2", None).await.unwrap().kvs()[0].value(), b"plain");
     let e = c.lease_revoke(other).await.unwrap_err();
-    assert_eq!(status(e).0, tonic::Code::NotFound);
+    assert_eq!(code_and_message(e).0, tonic::Code::NotFound);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BackgroundEtcdctl, Cluster, Member};
+use common::{grpc_status, BackgroundEtcdctl, Cluster, Member};
 use etcd_client::{Client, GetOptions, LockOptions};
 
 /// A generous bound for things that should happen "soon" (never a performance assertion).
@@ -36,13 +36,6 @@ async fn waiters(c: &mut Client, prefix: &str) -> Vec<(String, i64)> {
         .collect();
     v.sort_by_key(|(_, rev)| *rev);
     v
-}
-
-fn status_of(e: etcd_client::Error) -> tonic::Status {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -196,7 +189,7 @@ async fn waiter_whose_lease_is_revoked_gets_session_expired() {
         .expect("b's lock must fail once its lease is gone")
         .unwrap()
         .expect_err("b must not get the lock");
-    let st = status_of(err);
+    let st = grpc_status(err);
     assert_eq!(st.code(), tonic::Code::Unknown);
     assert_eq!(st.message(), "mutex: session is expired");
     let left = waiters(&mut c, "exp/").await;
@@ -212,7 +205,7 @@ async fn lock_with_an_unknown_lease_is_refused() {
         .lock("nolease", lock_opts(0x1234))
         .await
         .expect_err("unknown lease");
-    let st = status_of(err);
+    let st = grpc_status(err);
     assert_eq!(st.code(), tonic::Code::NotFound);
     assert_eq!(st.message(), "etcdserver: requested lease not found");
     assert!(waiters(&mut c, "nolease/").await.is_empty());
@@ -293,7 +286,7 @@ async fn waiting_locks_and_observers_do_not_hold_up_shutdown() {
         .await
         .unwrap()
         .expect_err("the waiter cannot get the lock");
-    let st = status_of(err);
+    let st = grpc_status(err);
     assert_eq!(
         (st.code(), st.message()),
         (tonic::Code::Unavailable, "etcdserver: server stopped")

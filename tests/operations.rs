@@ -8,19 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ok, Cluster, Member};
+use common::{code_and_message, ok, Cluster, Member};
 use etcd_client::{AlarmAction, AlarmType, Client, CompactionOptions, GetOptions};
 use ferrocd::backend::{Backend, BackendOptions, Bucket, WriteBatch};
 
 /// Cluster tests run one at a time (several clusters on two cores make elections flap).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn status(e: etcd_client::Error) -> (tonic::Code, String) {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
 
 async fn alarms(m: &Member) -> Vec<(u64, AlarmType)> {
     let mut c = m.client().await;
@@ -52,7 +45,7 @@ async fn quota_raises_nospace_on_every_member_and_compact_defrag_disarm_recover(
         match c.put(format!("k{}", i % 10), value.clone(), None).await {
             Ok(r) => last_ok = r.header().unwrap().revision(),
             Err(e) => {
-                refused = Some(status(e));
+                refused = Some(code_and_message(e));
                 break;
             }
         }
@@ -75,7 +68,10 @@ async fn quota_raises_nospace_on_every_member_and_compact_defrag_disarm_recover(
         }
         let mut mc = m.client().await;
         let e = mc.put("small", "v", None).await.unwrap_err();
-        assert_eq!(status(e).1, "etcdserver: mvcc: database space exceeded");
+        assert_eq!(
+            code_and_message(e).1,
+            "etcdserver: mvcc: database space exceeded"
+        );
         let g = mc.get("k1", None).await.unwrap();
         assert_eq!(g.kvs()[0].value().len(), 20_000);
     }
@@ -157,7 +153,7 @@ async fn periodic_auto_compaction_bounds_history() {
             Ok(_) => {}
             Err(e) => {
                 assert_eq!(
-                    status(e),
+                    code_and_message(e),
                     (
                         tonic::Code::OutOfRange,
                         "etcdserver: mvcc: required revision has been compacted".into()
@@ -353,11 +349,11 @@ async fn corruption_check_raises_corrupt_for_a_diverged_member() {
     }
     let e = c.put("new", "v", None).await.unwrap_err();
     assert_eq!(
-        status(e),
+        code_and_message(e),
         (tonic::Code::DataLoss, "etcdserver: corrupt cluster".into())
     );
     let e = c.get("c0", None).await.unwrap_err();
-    assert_eq!(status(e).1, "etcdserver: corrupt cluster");
+    assert_eq!(code_and_message(e).1, "etcdserver: corrupt cluster");
     let log = std::fs::read_to_string(&cluster.members[leader].log_path).unwrap();
     assert!(log.contains("raising CORRUPT"));
 }

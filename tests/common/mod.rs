@@ -538,3 +538,17 @@ impl Drop for BackgroundEtcdctl {
         self.kill9();
     }
 }
+
+/// The gRPC status inside an etcd-client error (panics on any other kind of error).
+pub fn grpc_status(e: etcd_client::Error) -> tonic::Status {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// The code and message of the gRPC status inside an etcd-client error.
+pub fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
+    let s = grpc_status(e);
+    (s.code(), s.message().to_string())
+}
