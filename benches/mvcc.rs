@@ -1,9 +1,8 @@
 //! MVCC store micro-benchmarks: the applier's put path and the two common read shapes.
 //!
-//! Each runs on a fresh sled database in a temporary directory (no fsync per write, as in the
-//! server: the WAL is the durability point). Note that sled accepts single-transaction batches
-//! faster than it writes them out, so `put_1key_256B_per_txn` partly measures enqueueing into
-//! an unbounded backlog; `..._grouped_100` is what the applier does (see `mvcc/group.rs`).
+//! Each runs on a fresh backend database in a temporary directory (no fsync per write, as in
+//! the server: the WAL is the durability point). `..._grouped_100` is what the applier does
+//! (see `mvcc/group.rs`).
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -185,7 +185,7 @@ pub enum ServerError {
     /// The write-ahead log could not be read or written.
     #[error("wal: {0}")]
     Wal(#[from] crate::wal::WalError),
-    /// The backend (sled) failed.
+    /// The backend (fjall) failed.
     #[error("backend: {0}")]
     Backend(#[from] crate::backend::BackendError),
     /// The MVCC store could not be rebuilt from the backend.

@@ -2,7 +2,7 @@
 //!
 //! The layering follows etcd's server: `api` (thin gRPC/HTTP adapters) → `server` (propose,
 //! wait, ReadIndex) → `raft` (raft-rs node, WAL-backed log) → `apply` (the one writer) →
-//! `mvcc` / `backend` (revisions over sled). See `DESIGN.md` in the shared folder for the map.
+//! `mvcc` / `backend` (revisions over an LSM-tree, fjall). See `DESIGN.md` in the shared folder for the map.
 #![warn(missing_docs)]
 
 pub mod api;

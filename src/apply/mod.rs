@@ -1,5 +1,5 @@
 //! The applier: the one writer of state. Committed raft entries are applied here, in log order,
-//! on a dedicated thread (sled writes block), and each result is handed to the waiting client.
+//! on a dedicated thread (backend writes block), and each result is handed to the waiting client.
 //!
 //! Every state change is one atomic backend batch that also records the entry's raft index
 //! (`consistent_index`), so a restart replays exactly the entries the backend has not seen.
@@ -8,7 +8,6 @@ pub mod alarm;
 pub mod kv;
 mod lease;
 mod membership;
-pub mod pause;
 mod snapshot;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -124,8 +123,6 @@ pub struct Applier {
     pub watch_hub: Arc<WatchHub>,
     /// The leases and their attached keys.
     pub lessor: Arc<Lessor>,
-    /// Where a defragmentation asks the applier to hold still.
-    pub pause: Arc<pause::PauseGate>,
 }
 
 impl Applier {
@@ -180,10 +177,6 @@ impl Applier {
             }
             if self.snaps.take_request() {
                 self.prepare_snapshot();
-            }
-            if let Some(p) = self.pause.take() {
-                self.close_group();
-                p.hold();
             }
         }
         tracing::info!("applier stopped");

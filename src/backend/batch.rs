@@ -1,6 +1,6 @@
 //! An atomic group of writes across buckets.
 
-use super::{prefixed, Bucket, CONSISTENT_INDEX_KEY};
+use super::{prefixed, Bucket, Value, CONSISTENT_INDEX_KEY};
 
 /// Writes to several buckets that must reach the database together or not at all.
 ///
@@ -10,7 +10,7 @@ use super::{prefixed, Bucket, CONSISTENT_INDEX_KEY};
 #[derive(Default)]
 pub struct WriteBatch {
     /// Prefixed key → new value (None = delete), in the order given.
-    ops: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    ops: Vec<(Vec<u8>, Option<Value>)>,
 }
 
 impl WriteBatch {
@@ -20,7 +20,7 @@ impl WriteBatch {
     }
 
     /// Sets `key` in `bucket` to `value` when the batch is committed.
-    pub fn put(&mut self, bucket: Bucket, key: &[u8], value: impl Into<sled::IVec>) {
+    pub fn put(&mut self, bucket: Bucket, key: &[u8], value: impl Into<Value>) {
         self.ops.push((prefixed(bucket, key), Some(value.into())));
     }
 
@@ -33,14 +33,6 @@ impl WriteBatch {
     /// WAL from exactly the first entry this batch does not contain.
     pub fn set_consistent_index(&mut self, index: u64) {
         self.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &index.to_be_bytes()[..]);
-    }
-
-    /// Whether the batch deletes revisions from the key bucket (compaction, snapshot install)
-    /// rather than only adding to it.
-    pub(super) fn deletes_history(&self) -> bool {
-        self.ops
-            .iter()
-            .any(|(k, v)| v.is_none() && k.first() == Some(&Bucket::Key.id()))
     }
 
     /// True when nothing was added; committing an empty batch is a no-op.
@@ -62,15 +54,20 @@ impl WriteBatch {
         }
     }
 
-    pub(super) fn into_sled(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.ops {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
+    /// The writes to apply, one per key: the last one given for a key wins. (Writes in one
+    /// fjall batch share a sequence number, so two for the same key must never reach it.)
+    pub(super) fn into_ops(self) -> Vec<(Vec<u8>, Option<Value>)> {
+        // Newest first: a key is kept the first time it is seen.
+        let mut keep: Vec<bool> = {
+            let mut seen = std::collections::HashSet::with_capacity(self.ops.len());
+            self.ops.iter().rev().map(|(k, _)| seen.insert(k.as_slice())).collect()
+        };
+        keep.reverse();
+        self.ops
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(op, keep)| keep.then_some(op))
+            .collect()
     }
 }
 

@@ -1,238 +1,108 @@
-//! Online defragmentation. sled never gives space back by itself (freed pages stay in its
-//! file), so ferrocd defragments as etcd does — by copying live data into a fresh database —
-//! but without stopping the world: the bulk copy of the key history runs while the member keeps
-//! reading and writing the old database, and only the tail (revisions written during the copy
-//! and the small buckets) is copied while writes are paused, just before the switch.
+//! Defragmentation without stopping the world.
 //!
-//! The key history can be copied early because it only grows: revisions are never rewritten,
-//! and the only deletions (compaction, snapshot install) are excluded by the caller or detected
-//! (a defragmentation that sees one gives up and leaves the old database in place).
+//! etcd's bbolt never shrinks its file, so etcd defragments by copying the live data into a new
+//! file while every read and write waits. The LSM-tree reclaims space by itself: etcd's
+//! compaction deletes old revisions with tombstones, and the tree's background merges drop the
+//! deleted data along with the tombstones. `Defragment` asks for all of that now instead of
+//! eventually: it writes the memtable out, merges every table into one sorted run (dropping
+//! every deleted revision), and lets the replaced tables go. Reads and writes carry on
+//! throughout: merges write new tables beside the old ones and switch them in atomically.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::generation::{self, Generation};
-use super::{open_sled, Backend, BackendError, Bucket};
+use super::{Backend, BackendError};
 
-/// Entries per batch written into the new database.
-const COPY_BATCH: usize = 10_000;
+/// Key of the backend's own bookkeeping entry (outside every bucket, so no range sees it):
+/// when the last defragmentation ended.
+const LAST_DEFRAG_KEY: &[u8] = &[0xff, b'd', b'e', b'f', b'r', b'a', b'g'];
 
 /// What a defragmentation achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DefragReport {
-    /// Database size before, in bytes.
+    /// Database size on disk before, in bytes.
     pub before: u64,
-    /// Database size after, in bytes.
+    /// Database size on disk after, in bytes.
     pub after: u64,
-    /// Entries copied in the bulk phase (while serving).
-    pub copied_online: u64,
-    /// Entries copied while writes were paused.
-    pub copied_paused: u64,
-}
-
-/// A defragmentation in progress: a new generation being filled.
-pub struct Defrag<'a> {
-    src: &'a Backend,
-    /// The new generation (taken when it goes live).
-    dst: Option<Generation>,
-    /// The last key-bucket key copied (prefixed), where the paused phase resumes.
-    last_key: Option<Vec<u8>>,
-    key_deletes: u64,
-    copied_online: u64,
-    started: Instant,
+    /// Table files before and after.
+    pub tables_before: usize,
+    /// Table files after.
+    pub tables_after: usize,
 }
 
 impl Backend {
-    /// Starts a defragmentation into the next generation. Run one at a time, and keep physical
-    /// compaction from running until it is finished (or dropped).
-    pub fn begin_defrag(&self) -> Result<Defrag<'_>, BackendError> {
-        let live = self.live();
-        let name = generation::next_name(&live.name);
-        let path = self.dir.join(&name);
-        if path.exists() {
-            std::fs::remove_dir_all(&path).map_err(|source| BackendError::Io {
-                dir: path.clone(),
-                op: "remove stale generation",
-                source,
-            })?;
-        }
-        let db = open_sled(&path, &self.opts)?;
-        Ok(Defrag {
-            src: self,
-            dst: Some(Generation {
-                db,
-                name,
-                path,
-                obsolete: Default::default(),
-            }),
-            last_key: None,
-            key_deletes: self.key_deletes.load(Ordering::Acquire),
-            copied_online: 0,
-            started: Instant::now(),
-        })
-    }
-}
-
-impl Defrag<'_> {
-    /// Copies the key history as it is now, while the member keeps serving. Blocking; logs
-    /// progress.
-    pub fn copy_history(&mut self) -> Result<u64, BackendError> {
-        let n = self.copy_keys()?;
-        self.copied_online = n;
+    /// Reclaims the space of deleted data now (blocking; run it off the async runtime, one at
+    /// a time). Serving goes on meanwhile.
+    pub fn defragment(&self) -> Result<DefragReport, BackendError> {
+        let started = Instant::now();
+        let (before, tables_before) = (self.size_on_disk(), self.state.table_count());
         tracing::info!(
-            entries = n,
-            took_ms = self.started.elapsed().as_millis() as u64,
-            "defragmentation: key history copied while serving"
+            size_bytes = before,
+            tables = tables_before,
+            "defragmentation: writing out the memtable"
         );
-        Ok(n)
-    }
-
-    /// Copies what changed since [`Defrag::copy_history`] (new revisions and every small
-    /// bucket), makes the new database durable and live, and retires the old one (deleted when
-    /// its last reader is gone). Call it while nothing writes to the backend.
-    pub fn finish(mut self) -> Result<DefragReport, BackendError> {
-        let paused = Instant::now();
-        if self.src.key_deletes.load(Ordering::Acquire) != self.key_deletes {
-            return Err(BackendError::DefragInterrupted {
-                dir: self.src.dir.to_path_buf(),
-            });
-        }
-        let mut copied = self.copy_keys()?;
-        let live = self.src.live();
-        let dst = self.dst.as_ref().expect("present until finish");
-        for bucket in Bucket::ALL.into_iter().filter(|b| *b != Bucket::Key) {
-            copied += copy_range(&live, dst, &[bucket.id()], &[bucket.id() + 1], None)?.0;
-        }
-        dst.db.flush().map_err(|e| err(dst, "flush", e))?;
-        generation::set_current(&self.src.dir, &dst.name).map_err(|source| BackendError::Io {
-            dir: self.src.dir.to_path_buf(),
-            op: "switch CURRENT",
-            source,
-        })?;
-        let before = live.db.size_on_disk().unwrap_or(0);
-        let after = dst.db.size_on_disk().unwrap_or(0);
-        let name = dst.name.clone();
-        let dst = Arc::new(self.dst.take().expect("present until finish"));
-        let old = std::mem::replace(&mut *self.src.current.write(), dst);
-        old.obsolete.store(true, Ordering::Release);
-        drop((old, live));
+        self.state
+            .rotate_memtable_and_wait()
+            .map_err(|e| self.err("defragment: flush memtable", e))?;
         tracing::info!(
-            generation = %name,
-            before,
-            after,
-            paused_ms = paused.elapsed().as_millis() as u64,
-            entries_paused = copied,
-            took_ms = self.started.elapsed().as_millis() as u64,
-            "defragmentation finished"
+            took_ms = started.elapsed().as_millis() as u64,
+            "defragmentation: merging every table"
         );
-        Ok(DefragReport {
+        self.state
+            .major_compact()
+            .map_err(|e| self.err("defragment: merge tables", e))?;
+        // The tables the merge replaced are released at the tree's next version change; a
+        // small write of our own, flushed at once, makes that happen now rather than at the
+        // next memtable flush (which an idle member might not have for hours).
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.state
+            .insert(LAST_DEFRAG_KEY, now.to_be_bytes())
+            .map_err(|e| self.err("defragment: record", e))?;
+        self.state
+            .rotate_memtable_and_wait()
+            .map_err(|e| self.err("defragment: release old tables", e))?;
+        let report = DefragReport {
             before,
-            after,
-            copied_online: self.copied_online,
-            copied_paused: copied,
-        })
-    }
-
-    /// Copies key-bucket entries after the last one copied.
-    fn copy_keys(&mut self) -> Result<u64, BackendError> {
-        let live = self.src.live();
-        let start = match &self.last_key {
-            Some(k) => {
-                let mut s = k.clone();
-                s.push(0);
-                s
-            }
-            None => vec![Bucket::Key.id()],
+            after: self.size_on_disk(),
+            tables_before,
+            tables_after: self.state.table_count(),
         };
-        let (n, last) = copy_range(
-            &live,
-            self.dst.as_ref().expect("present until finish"),
-            &start,
-            &[Bucket::Key.id() + 1],
-            Some(self.started),
-        )?;
-        if last.is_some() {
-            self.last_key = last;
-        }
-        Ok(n)
+        tracing::info!(
+            before = report.before,
+            after = report.after,
+            tables = report.tables_after,
+            took_ms = started.elapsed().as_millis() as u64,
+            "defragmentation: done"
+        );
+        Ok(report)
     }
-}
-
-impl Drop for Defrag<'_> {
-    fn drop(&mut self) {
-        // Not finished (an error, or `finish` gave up): the new generation is abandoned. It is
-        // not live, so removing it under sled is harmless; a failure is cleaned at next start.
-        if let Some(dst) = &self.dst {
-            dst.obsolete.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// Copies raw (prefixed) entries in `[lo, hi)` from `src` to `dst`; returns how many and the
-/// last key copied.
-fn copy_range(
-    src: &Generation,
-    dst: &Generation,
-    lo: &[u8],
-    hi: &[u8],
-    progress_since: Option<Instant>,
-) -> Result<(u64, Option<Vec<u8>>), BackendError> {
-    let mut batch = sled::Batch::default();
-    let (mut n, mut in_batch) = (0u64, 0usize);
-    let mut last = None;
-    for item in src.db.range(lo.to_vec()..hi.to_vec()) {
-        let (k, v) = item.map_err(|e| err(src, "defragment read", e))?;
-        batch.insert(k.clone(), v);
-        last = Some(k.to_vec());
-        n += 1;
-        in_batch += 1;
-        if in_batch == COPY_BATCH {
-            dst.db
-                .apply_batch(std::mem::take(&mut batch))
-                .map_err(|e| err(dst, "defragment write", e))?;
-            in_batch = 0;
-            if let Some(since) = progress_since {
-                if n % 500_000 == 0 {
-                    tracing::info!(
-                        entries = n,
-                        elapsed_ms = since.elapsed().as_millis() as u64,
-                        "defragmentation in progress"
-                    );
-                }
-            }
-        }
-    }
-    if in_batch > 0 {
-        dst.db
-            .apply_batch(batch)
-            .map_err(|e| err(dst, "defragment write", e))?;
-    }
-    Ok((n, last))
-}
-
-fn err(g: &Generation, op: &'static str, e: sled::Error) -> BackendError {
-    BackendError::from_sled(&g.path, op, e)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{BackendOptions, WriteBatch};
+    use crate::backend::{BackendOptions, Bucket, WriteBatch};
 
-    fn fill(b: &Backend, from: u32, to: u32, value: &[u8]) {
+    fn fill(b: &Backend, from: u32, to: u32) {
         let mut batch = WriteBatch::new();
         for i in from..to {
-            batch.put(Bucket::Key, &i.to_be_bytes(), value.to_vec());
+            // Incompressible values, so sizes measure data rather than compression.
+            let value: Vec<u8> = (0..1000).map(|_| rand::random::<u8>()).collect();
+            batch.put(Bucket::Key, &i.to_be_bytes(), value);
         }
         b.commit(batch).unwrap();
     }
 
     #[test]
-    fn defrag_keeps_everything_shrinks_and_survives_reopen() {
+    fn defrag_reclaims_deleted_history_keeps_the_rest_and_survives_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
-        fill(&b, 0, 20_000, &[7u8; 1000]);
+        for chunk in 0..20u32 {
+            fill(&b, chunk * 1000, (chunk + 1) * 1000);
+        }
+        b.state.rotate_memtable_and_wait().unwrap();
         // Compaction-like deletion of most history, through a batch.
         let mut del = WriteBatch::new();
         for i in 0..19_000u32 {
@@ -245,95 +115,60 @@ mod tests {
         b.commit(meta).unwrap();
         b.flush().unwrap();
 
-        let mut d = b.begin_defrag().unwrap();
-        assert_eq!(d.copy_history().unwrap(), 1000);
-        // Writes continue between the phases, to history and small buckets.
-        fill(&b, 20_000, 20_010, b"late");
-        let mut meta = WriteBatch::new();
-        meta.set_consistent_index(78);
-        b.commit(meta).unwrap();
-        let report = d.finish().unwrap();
-        assert_eq!(report.copied_online, 1000);
-        assert!(report.copied_paused >= 10 + 2, "{report:?}");
+        let report = b.defragment().unwrap();
         assert!(
-            report.after < report.before / 2,
-            "the copy is much smaller: {report:?}"
+            report.before > 19_000_000,
+            "20k values of 1000 bytes: {report:?}"
         );
-        assert_eq!(b.range(Bucket::Key, b"", None).count(), 1010);
-        assert_eq!(b.consistent_index().unwrap(), 78);
+        assert!(
+            report.after < 4_000_000,
+            "only 1000 values are left: {report:?} {}", String::from_utf8_lossy(&std::process::Command::new("du").arg("-ab").arg(tmp.path()).output().unwrap().stdout)
+        );
+        assert_eq!(b.range(Bucket::Key, b"", None).count(), 1000);
+        assert_eq!(b.consistent_index().unwrap(), 77);
         assert_eq!(
             b.get(Bucket::Lease, b"l").unwrap().unwrap().as_ref(),
             b"lease"
         );
-        // Writes after the switch land in the new generation and survive a reopen.
-        fill(&b, 30_000, 30_001, b"after");
+        // The bookkeeping key is outside every bucket.
+        for bucket in Bucket::ALL {
+            assert!(b
+                .range(bucket, b"", None)
+                .all(|r| r.unwrap().0 != LAST_DEFRAG_KEY[1..]));
+        }
+        fill(&b, 30_000, 30_001);
         b.flush().unwrap();
         drop(b);
         let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
-        assert_eq!(b.range(Bucket::Key, b"", None).count(), 1011);
-        assert_eq!(b.consistent_index().unwrap(), 78);
-        assert_eq!(
-            std::fs::read_to_string(tmp.path().join("CURRENT"))
-                .unwrap()
-                .trim(),
-            "gen-2"
-        );
-        // The old generation is removed (at the latest by this reopen).
-        assert!(!tmp.path().join("gen-1").exists());
+        assert_eq!(b.range(Bucket::Key, b"", None).count(), 1001);
+        assert_eq!(b.consistent_index().unwrap(), 77);
     }
 
     #[test]
-    fn history_deleted_during_the_copy_aborts_and_keeps_the_old_database() {
+    fn reads_and_writes_go_on_during_a_defragmentation() {
         let tmp = tempfile::tempdir().unwrap();
-        let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
-        fill(&b, 0, 100, b"v");
-        let mut d = b.begin_defrag().unwrap();
-        d.copy_history().unwrap();
-        let mut del = WriteBatch::new();
-        del.delete(Bucket::Key, &5u32.to_be_bytes());
-        b.commit(del).unwrap();
-        assert!(matches!(
-            d.finish(),
-            Err(BackendError::DefragInterrupted { .. })
-        ));
-        assert_eq!(b.range(Bucket::Key, b"", None).count(), 99);
-        assert_eq!(
-            std::fs::read_to_string(tmp.path().join("CURRENT"))
-                .unwrap()
-                .trim(),
-            "gen-1"
-        );
-    }
-
-    #[test]
-    fn a_second_process_cannot_remove_a_generation_in_use() {
-        let tmp = tempfile::tempdir().unwrap();
-        let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
-        fill(&b, 0, 10, b"v");
-        let mut d = b.begin_defrag().unwrap();
-        d.copy_history().unwrap();
-        // Another open of the same dir (a tool run against a live member) fails on the lock
-        // and must not have deleted the generation being built.
-        assert!(Backend::open(tmp.path(), BackendOptions::default()).is_err());
-        assert!(tmp.path().join("gen-2").exists());
-        d.finish().unwrap();
-        assert_eq!(b.range(Bucket::Key, b"", None).count(), 10);
-    }
-
-    #[test]
-    fn a_missing_current_generation_is_refused_not_recreated_empty() {
-        let tmp = tempfile::tempdir().unwrap();
-        {
-            let b = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
-            fill(&b, 0, 10, b"v");
-            b.flush().unwrap();
-            b.begin_defrag().unwrap().finish().unwrap();
+        let b = std::sync::Arc::new(Backend::open(tmp.path(), BackendOptions::default()).unwrap());
+        for chunk in 0..10u32 {
+            fill(&b, chunk * 1000, (chunk + 1) * 1000);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        // Pretend the live generation vanished while an old one is still around.
-        std::fs::create_dir_all(tmp.path().join("gen-1")).unwrap();
-        std::fs::remove_dir_all(tmp.path().join("gen-2")).unwrap();
-        let err = Backend::open(tmp.path(), BackendOptions::default()).unwrap_err();
-        assert!(matches!(err, BackendError::Corrupt { .. }), "{err}");
+        let defrag = {
+            let b = b.clone();
+            std::thread::spawn(move || b.defragment().unwrap())
+        };
+        // Writes and reads while it runs; every one of them is there afterwards.
+        let mut written = 0u32;
+        while !defrag.is_finished() || written < 50 {
+            fill(&b, 100_000 + written, 100_000 + written + 1);
+            assert!(b
+                .get(Bucket::Key, &(100_000 + written).to_be_bytes())
+                .unwrap()
+                .is_some());
+            written += 1;
+        }
+        defrag.join().unwrap();
+        assert_eq!(
+            b.range(Bucket::Key, b"", None).count(),
+            10_000 + written as usize
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// A failure of the sled database under `--data-dir`.
+/// A failure of the backend database under `--data-dir`.
 ///
 /// Every variant names the database directory and the next step, because these errors end up
 /// in logs read by an operator at a bad moment, not by the developer who wrote the call.
@@ -31,7 +31,7 @@ pub enum BackendError {
     Locked {
         /// The database directory.
         dir: PathBuf,
-        /// sled's message.
+        /// What the engine said.
         detail: String,
     },
     /// Any other I/O failure (permissions, a failing disk, ...).
@@ -59,57 +59,68 @@ pub enum BackendError {
         /// What was found to be wrong.
         detail: String,
     },
-    /// A defragmentation found the key history changed under it (a snapshot install) and
-    /// left the database as it was.
-    #[error("defragmentation of {dir} was interrupted by a snapshot install; run it again")]
-    DefragInterrupted {
+    /// The directory holds a database this version of ferrocd cannot read.
+    #[error(
+        "the backend database {dir} was written by an incompatible storage engine ({detail}): \
+         restore this member from a snapshot (etcdctl snapshot save on a running member of the \
+         old version, then ferrocdutl snapshot restore), or remove the member and add it back"
+    )]
+    Incompatible {
         /// The database directory.
         dir: PathBuf,
+        /// What was found.
+        detail: String,
     },
-    /// sled refused an operation or hit an internal bug; not recoverable by retrying.
+    /// The engine refused an operation or hit an internal bug; not recoverable by retrying.
     #[error("the backend database {dir} failed ({op}): {detail}; this is a bug, please report it")]
     Internal {
         /// The database directory.
         dir: PathBuf,
         /// What the backend was doing.
         op: &'static str,
-        /// sled's message.
+        /// What the engine said.
         detail: String,
     },
 }
 
 impl BackendError {
-    /// Maps a sled error, classifying the cases an operator can act on.
-    pub(crate) fn from_sled(dir: &std::path::Path, op: &'static str, err: sled::Error) -> Self {
+    /// Maps an I/O error, telling a full disk apart.
+    pub(crate) fn from_io(dir: &std::path::Path, op: &'static str, source: io::Error) -> Self {
         let dir = dir.to_path_buf();
+        if is_disk_full(&source) {
+            BackendError::DiskFull { dir, op, source }
+        } else {
+            BackendError::Io { dir, op, source }
+        }
+    }
+
+    /// Maps a fjall error, classifying the cases an operator can act on.
+    pub(crate) fn from_fjall(dir: &std::path::Path, op: &'static str, err: fjall::Error) -> Self {
+        let corrupt = |detail: String| BackendError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: format!("{detail} during {op}"),
+        };
         match err {
-            sled::Error::Io(source) => {
-                if is_disk_full(&source) {
-                    BackendError::DiskFull { dir, op, source }
-                } else if source.to_string().contains("could not acquire lock") {
-                    BackendError::Locked {
-                        dir,
-                        detail: source.to_string(),
-                    }
-                } else {
-                    BackendError::Io { dir, op, source }
-                }
+            fjall::Error::Io(source) | fjall::Error::Storage(fjall::LsmError::Io(source)) => {
+                Self::from_io(dir, op, source)
             }
-            sled::Error::Corruption { at, .. } => BackendError::Corrupt {
-                dir,
-                detail: match at {
-                    Some(at) => format!("sled found corrupt data at {at:?} during {op}"),
-                    None => format!("sled found corrupt data during {op}"),
-                },
+            fjall::Error::Locked => BackendError::Locked {
+                dir: dir.to_path_buf(),
+                detail: "its lock file is held".into(),
             },
-            sled::Error::CollectionNotFound(name) => BackendError::Internal {
-                dir,
+            fjall::Error::Storage(e) => corrupt(format!("a table is damaged: {e:?}")),
+            fjall::Error::JournalRecovery(e) => corrupt(format!("the journal is damaged: {e:?}")),
+            fjall::Error::InvalidVersion(v) => corrupt(format!("unknown format version {v:?}")),
+            fjall::Error::Decompress(c) => corrupt(format!("a block does not decompress ({c:?})")),
+            fjall::Error::InvalidTrailer | fjall::Error::InvalidTag(_) => {
+                corrupt(format!("invalid data: {err:?}"))
+            }
+            fjall::Error::Unrecoverable => corrupt("files needed to recover are missing".into()),
+            other => BackendError::Internal {
+                dir: dir.to_path_buf(),
                 op,
-                detail: format!("tree {name:?} not found"),
+                detail: format!("{other:?}"),
             },
-            sled::Error::Unsupported(detail) | sled::Error::ReportableBug(detail) => {
-                BackendError::Internal { dir, op, detail }
-            }
         }
     }
 

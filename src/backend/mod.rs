@@ -1,29 +1,37 @@
-//! The storage engine: one sled database holding every bucket of server state.
+//! The storage engine: one fjall (LSM-tree) database holding every bucket of server state.
 //!
-//! All buckets live in ONE sled tree, each key prefixed by a one-byte bucket id, because sled's
-//! `apply_batch` is only atomic within a tree and the applier must write kv changes, lease and
-//! auth changes and the consistent index atomically. Nothing here fsyncs per request: the raft
-//! WAL is the durability point, and sled is flushed on its own timer and before snapshots.
+//! All buckets live in ONE keyspace, each key prefixed by a one-byte bucket id, so the applier's
+//! batch (kv changes, lease and auth changes and the consistent index) is one atomic write.
+//! Nothing here fsyncs per request: the raft WAL is the durability point. fjall's own journal
+//! is persisted on a timer and before raft snapshots; after a crash fjall recovers a prefix of
+//! the committed batches and the WAL is replayed from the consistent index on top of it.
+//!
+//! Why an LSM-tree: compaction (etcd's, deleting old revisions) leaves tombstones that the tree
+//! merges away in the background, so space is reclaimed online without copying the database
+//! (see `defrag.rs`), and a compacted database is smaller than bbolt's B+tree pages
+//! (`scripts/bench-defrag-vs-etcd.sh`).
 
 mod batch;
 mod defrag;
+mod disk_usage;
 mod error;
-mod generation;
+mod flusher;
 
 pub use batch::WriteBatch;
-pub use defrag::{Defrag, DefragReport};
+pub use defrag::DefragReport;
 pub use error::BackendError;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use generation::Generation;
-use parking_lot::RwLock;
+use flusher::Flusher;
 
-/// How long `open` waits for sled's lock to be released by a database closed just before.
+/// How long `open` waits for the lock of a database closed just before in this process.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// The one keyspace holding every bucket.
+const KEYSPACE: &str = "state";
+/// Files a sled database (ferrocd before the move to fjall) keeps in the db dir.
+const SLED_MARKERS: [&str; 4] = ["conf", "blobs", "CURRENT", "gen-0"];
 
 /// Meta-bucket key of the last applied raft index (u64 big-endian), as in etcd.
 pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
@@ -31,6 +39,8 @@ pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
 /// member: a snapshot from another member must never carry it over.
 pub const MEMBER_ID_KEY: &[u8] = b"member_id";
 
+/// A value read from the database: a cheaply clonable, immutable byte slice.
+pub type Value = fjall::Slice;
 /// A namespace of keys inside the database.
 ///
 /// The discriminants are the on-disk prefix bytes and must never change.
@@ -95,37 +105,35 @@ pub(crate) fn prefixed(bucket: Bucket, key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Tuning of the sled database.
+/// Tuning of the storage engine.
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
-    /// sled's page cache size. sled's own default (1 GiB) would dwarf etcd's RSS; 64 MiB keeps
-    /// hot data cached without that.
+    /// Block cache size. Small on purpose: the key index is in memory, so reads go to the
+    /// backend only for values, and the OS page cache holds hot table files anyway.
     pub cache_capacity_bytes: u64,
-    /// How often sled flushes in the background (None: only on explicit `flush`).
+    /// Size at which the in-memory write buffer (memtable) is written out as a table.
+    pub memtable_bytes: u64,
+    /// How often the journal is persisted in the background (None: only on explicit `flush`).
     pub flush_every_ms: Option<u64>,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions {
-            cache_capacity_bytes: 64 * 1024 * 1024,
+            cache_capacity_bytes: 32 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
             flush_every_ms: Some(500),
         }
     }
 }
 
-/// The open database. `Send + Sync`: share it as `Arc<Backend>`; sled handles concurrency.
-///
-/// The sled database behind it can be replaced by a defragmented copy while it serves (see
-/// [`Backend::begin_defrag`]); every call works on the generation that is live when it starts,
-/// and an iterator keeps its generation alive until it is dropped.
+/// The open database. `Send + Sync`: share it as `Arc<Backend>`; fjall handles concurrency.
 pub struct Backend {
-    current: RwLock<Arc<Generation>>,
-    dir: Arc<PathBuf>,
-    opts: BackendOptions,
-    /// Bumped by every commit that deletes key-bucket entries (compaction, snapshot install),
-    /// so a defragmentation can tell whether history it already copied changed under it.
-    key_deletes: AtomicU64,
+    db: fjall::Database,
+    state: fjall::Keyspace,
+    dir: PathBuf,
+    /// Persists the journal on a timer; stops when the backend is dropped.
+    _flusher: Option<Flusher>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -138,62 +146,33 @@ impl Backend {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path, opts: BackendOptions) -> Result<Backend, BackendError> {
         std::fs::create_dir_all(dir).map_err(|source| {
-            let dir = dir.to_path_buf();
-            if error_is_disk_full(&source) {
-                BackendError::DiskFull {
-                    dir,
-                    op: "create directory",
-                    source,
-                }
-            } else {
-                BackendError::Io {
-                    dir,
-                    op: "create directory",
-                    source,
-                }
-            }
+            BackendError::from_io(dir, "create directory", source)
         })?;
-        let io_err = |op: &'static str| {
-            let dir = dir.to_path_buf();
-            move |source: std::io::Error| BackendError::Io { dir, op, source }
-        };
-        let name = generation::current_name(dir).map_err(io_err("read CURRENT"))?;
-        let path = dir.join(&name);
-        if name != generation::LEGACY && !path.exists() && generation::has_other(dir, &name) {
-            // CURRENT only ever names a generation that was complete and durable; opening an
-            // empty database in its place would silently lose every key.
-            return Err(BackendError::Corrupt {
+        if let Some(marker) = SLED_MARKERS.iter().find(|m| dir.join(m).exists()) {
+            return Err(BackendError::Incompatible {
                 dir: dir.to_path_buf(),
-                detail: format!("{} names {name}, which is missing", generation::CURRENT),
+                detail: format!(
+                    "it holds {marker:?}, a file of the sled engine that earlier ferrocd builds used"
+                ),
             });
         }
-        let db = open_sled(&path, &opts)?;
-        // Only now, holding the live generation's lock (so no other process uses this
-        // database), are leftovers of an interrupted defragmentation removed.
-        generation::remove_stale(dir, &name);
+        let (db, state) = open_fjall(dir, &opts)?;
+        let backend = Backend {
+            _flusher: opts
+                .flush_every_ms
+                .map(|ms| Flusher::start(db.clone(), Duration::from_millis(ms.max(1)))),
+            db,
+            state,
+            dir: dir.to_path_buf(),
+        };
         tracing::info!(
             dir = %dir.display(),
-            generation = %name,
-            recovered = db.was_recovered(),
+            tables = backend.state.table_count(),
+            size_bytes = backend.size_on_disk(),
             cache_capacity_bytes = opts.cache_capacity_bytes,
             "opened backend database"
         );
-        Ok(Backend {
-            current: RwLock::new(Arc::new(Generation {
-                db,
-                name,
-                path,
-                obsolete: Default::default(),
-            })),
-            dir: Arc::new(dir.to_path_buf()),
-            opts,
-            key_deletes: AtomicU64::new(0),
-        })
-    }
-
-    /// The live generation.
-    fn live(&self) -> Arc<Generation> {
-        self.current.read().clone()
+        Ok(backend)
     }
 
     /// The directory the database lives in.
@@ -201,48 +180,42 @@ impl Backend {
         &self.dir
     }
 
-    fn err(&self, op: &'static str, e: sled::Error) -> BackendError {
-        BackendError::from_sled(&self.dir, op, e)
+    fn err(&self, op: &'static str, e: fjall::Error) -> BackendError {
+        BackendError::from_fjall(&self.dir, op, e)
     }
 
     /// Reads one key.
-    pub fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<sled::IVec>, BackendError> {
-        self.live()
-            .db
+    pub fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Value>, BackendError> {
+        self.state
             .get(prefixed(bucket, key))
             .map_err(|e| self.err("get", e))
     }
 
     /// Iterates `bucket` over `[start, end)` in key order (`end = None`: to the bucket's end).
     ///
-    /// Yields keys without the bucket prefix. The iterator sees a consistent-enough view for
-    /// scans (sled iterators are not snapshots: concurrent commits may or may not be seen).
+    /// Yields keys without the bucket prefix. The iterator reads one point-in-time view of the
+    /// database: commits made while it runs are not seen.
     pub fn range(
         &self,
         bucket: Bucket,
         start: &[u8],
         end: Option<&[u8]>,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec), BackendError>> + Send + 'static {
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Value), BackendError>> + Send + 'static {
         let lo = prefixed(bucket, start);
         let hi = match end {
             Some(end) => prefixed(bucket, end),
             None => vec![bucket.id() + 1],
         };
-        // sled panics on an inverted range; an inverted request is simply empty.
-        let live = self.live();
+        // An inverted request is simply empty.
         let iter = if lo <= hi {
-            Some(live.db.range(lo..hi))
+            Some(self.state.range(lo..hi))
         } else {
             None
         };
-        let dir = Arc::clone(&self.dir);
-        // The closure owns `live`: the generation stays until the iterator is dropped.
-        iter.into_iter().flatten().map(move |r| {
-            let _generation = &live;
-            match r {
-                Ok((k, v)) => Ok((k[1..].to_vec(), v)),
-                Err(e) => Err(BackendError::from_sled(&dir, "range", e)),
-            }
+        let dir = self.dir.clone();
+        iter.into_iter().flatten().map(move |guard| match guard.into_inner() {
+            Ok((k, v)) => Ok((k[1..].to_vec(), v)),
+            Err(e) => Err(BackendError::from_fjall(&dir, "range", e)),
         })
     }
 
@@ -251,26 +224,29 @@ impl Backend {
         if batch.is_empty() {
             return Ok(());
         }
-        if batch.deletes_history() {
-            self.key_deletes.fetch_add(1, Ordering::AcqRel);
+        let mut b = self.db.batch().durability(None);
+        for (k, v) in batch.into_ops() {
+            match v {
+                Some(v) => b.insert(&self.state, k, v),
+                None => b.remove(&self.state, k),
+            }
         }
-        self.live()
-            .db
-            .apply_batch(batch.into_sled())
-            .map_err(|e| self.err("commit", e))
+        b.commit().map_err(|e| self.err("commit", e))
     }
 
-    /// Makes everything committed so far durable (blocking); returns the bytes flushed.
+    /// Makes everything committed so far durable (blocking): fsyncs fjall's journal.
     ///
-    /// Called by sled's own timer and before a raft snapshot, never per request.
-    pub fn flush(&self) -> Result<usize, BackendError> {
-        self.live().db.flush().map_err(|e| self.err("flush", e))
+    /// Called on a timer and before a raft snapshot, never per request.
+    pub fn flush(&self) -> Result<(), BackendError> {
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| self.err("flush", e))
     }
 
-    /// Bytes the database occupies on disk, for the db size metrics and `Status` (0 if sled
-    /// cannot tell).
+    /// Bytes the database occupies on disk (allocated blocks of every file in its directory:
+    /// tables, journal, manifests), for the db size metrics, `Status` and the quota.
     pub fn size_on_disk(&self) -> u64 {
-        self.live().db.size_on_disk().unwrap_or(0)
+        disk_usage::allocated_bytes(&self.dir)
     }
 
     /// The last raft index whose effects are in the database (0 on a new database).
@@ -291,36 +267,41 @@ impl Backend {
     }
 }
 
-/// Opens sled in `path`, waiting for a lock released by a database closed just before.
-fn open_sled(path: &Path, opts: &BackendOptions) -> Result<sled::Db, BackendError> {
-    let config = sled::Config::new()
-        .path(path)
-        .cache_capacity(opts.cache_capacity_bytes)
-        .flush_every_ms(opts.flush_every_ms);
-    // sled releases its file lock only when its background threads exit, a little after
-    // the previous `Db` in this process was dropped (sled issue #1289): reopening right
-    // after closing (snapshot install, tests) must wait for that instead of failing.
+/// Opens fjall in `dir`, waiting for a lock released by a database closed just before.
+fn open_fjall(
+    dir: &Path,
+    opts: &BackendOptions,
+) -> Result<(fjall::Database, fjall::Keyspace), BackendError> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(5);
-    loop {
-        match config.open() {
-            Ok(db) => return Ok(db),
-            Err(e) => match BackendError::from_sled(path, "open", e) {
-                BackendError::Locked { .. } if Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                err => return Err(err),
-            },
+    let db = loop {
+        let res = fjall::Database::builder(dir)
+            .cache_size(opts.cache_capacity_bytes)
+            // The raft WAL is the durability point: fjall's journal is persisted on our timer
+            // and before snapshots, never per batch.
+            .manual_journal_persist(true)
+            // Bounds the journal (and with it replay at start and its disk space) to the
+            // smallest size fjall allows.
+            .max_journaling_size(64 * 1024 * 1024)
+            .open();
+        match res.map_err(|e| BackendError::from_fjall(dir, "open", e)) {
+            Ok(db) => break db,
+            Err(BackendError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
         }
-    }
-}
-
-fn error_is_disk_full(err: &std::io::Error) -> bool {
-    matches!(
-        err.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    ) || matches!(err.raw_os_error(), Some(28) | Some(122))
+    };
+    let memtable = opts.memtable_bytes;
+    let state = db
+        .keyspace(KEYSPACE, || {
+            fjall::KeyspaceCreateOptions::default()
+                .manual_journal_persist(true)
+                .max_memtable_size(memtable)
+        })
+        .map_err(|e| BackendError::from_fjall(dir, "open keyspace", e))?;
+    Ok((db, state))
 }
 
 #[cfg(test)]
@@ -418,6 +399,33 @@ mod tests {
         let err = Backend::open(tmp.path(), BackendOptions::default()).unwrap_err();
         assert!(matches!(err, BackendError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("locked by another process"));
+    }
+
+    #[test]
+    fn a_sled_database_is_refused_not_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("conf"), b"segment_size: 524288").unwrap();
+        let err = Backend::open(tmp.path(), BackendOptions::default()).unwrap_err();
+        assert!(matches!(err, BackendError::Incompatible { .. }), "{err}");
+        assert!(err.to_string().contains("snapshot restore"), "{err}");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_key_written_twice_in_one_batch_keeps_the_last_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = open(tmp.path());
+        let mut batch = WriteBatch::new();
+        batch.put(Bucket::Meta, b"k", &b"1"[..]);
+        batch.delete(Bucket::Meta, b"gone");
+        batch.put(Bucket::Meta, b"gone", &b"back"[..]);
+        batch.put(Bucket::Meta, b"k", &b"2"[..]);
+        batch.set_consistent_index(5);
+        batch.set_consistent_index(6);
+        b.commit(batch).unwrap();
+        assert_eq!(b.get(Bucket::Meta, b"k").unwrap().unwrap().as_ref(), b"2");
+        assert_eq!(b.get(Bucket::Meta, b"gone").unwrap().unwrap().as_ref(), b"back");
+        assert_eq!(b.consistent_index().unwrap(), 6);
     }
 
     #[test]

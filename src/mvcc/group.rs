@@ -1,10 +1,9 @@
 //! Group commit: many write transactions, one backend batch.
 //!
-//! sled 0.34 turns every `apply_batch` into its own log-buffer writes (pwrite +
-//! `sync_file_range` on its I/O threads) and queues them without back-pressure: one batch per
-//! applied entry leaves memory growing by kilobytes per entry and the file several times larger
-//! than the data under sustained load. The applier therefore brackets all entries of one raft
-//! `Ready` with [`Store::begin_group`] / [`Store::end_group`] so they reach sled as one batch.
+//! Every backend batch has a fixed cost (a journal record, a sequence number, a lock round),
+//! whatever it holds; under sustained load one batch per applied entry pays it thousands of
+//! times a second. The applier therefore brackets all entries of one raft `Ready` with
+//! [`Store::begin_group`] / [`Store::end_group`] so they reach the backend as one batch.
 //!
 //! Inside a group, committed transactions are visible at once through the store (values are
 //! served from memory until `end_group`), but NOT in the backend: code that reads the backend

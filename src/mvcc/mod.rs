@@ -5,7 +5,7 @@
 //! version without keeping values in memory. One writer (the applier, holding `&mut Store`
 //! through a `RwLock`) makes changes through a [`WriteTxn`]; readers use [`Store::range`].
 //! Bracket the entries of one raft `Ready` with [`Store::begin_group`] / [`Store::end_group`]
-//! so sled receives one batch for all of them (see `group.rs` for why).
+//! so the backend receives one batch for all of them (see `group.rs` for why).
 //!
 //! Meta bucket keys used here (etcd's names): `scheduledCompactRev` and `finishedCompactRev`,
 //! each a 17-byte revision key of `(rev, 0)`.

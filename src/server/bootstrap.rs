@@ -2,7 +2,7 @@
 //! cluster, or restart from the WAL and backend (ignoring the initial-cluster flags, as etcd
 //! does).
 //!
-//! Layout (`--data-dir`): `member/wal/` (WAL segments, or `--wal-dir`), `member/db/` (sled),
+//! Layout (`--data-dir`): `member/wal/` (WAL segments, or `--wal-dir`), `member/db/` (fjall),
 //! `member/snap/` (snapshots received from a leader). The WAL's existence marks an initialized
 //! member: it is created last, so a crash during bootstrap leaves a dir that bootstraps again.
 //!

@@ -87,7 +87,6 @@ pub struct EtcdServer {
     leader_link: lease::LeaderLink,
     quota: quota::Quota,
     snaps: Arc<SnapshotStore>,
-    pause: Arc<crate::apply::pause::PauseGate>,
     defrag_lock: tokio::sync::Mutex<()>,
 }
 
@@ -153,7 +152,6 @@ impl EtcdServer {
         let reads = ReadIndex::new();
         let members = Arc::new(boot.members);
         let snaps = Arc::new(SnapshotStore::default());
-        let pause = Arc::new(crate::apply::pause::PauseGate::default());
         let snap_dir = bootstrap::snap_dir(&cfg.data_dir);
         let (node_tx, node_rx) = mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::channel();
@@ -233,7 +231,6 @@ impl EtcdServer {
             group: None,
             watch_hub: watch_hub.clone(),
             lessor: lessor.clone(),
-            pause: pause.clone(),
         };
         if let Some(c) = boot.pending_compaction {
             let (done, _) = tokio::sync::oneshot::channel();
@@ -310,7 +307,6 @@ impl EtcdServer {
             leader_link: lease::LeaderLink::default(),
             quota: quota::Quota::new(cfg.backend_quota()),
             snaps: snaps.clone(),
-            pause,
             defrag_lock: tokio::sync::Mutex::new(()),
         });
         server.spawn_lease_loop();

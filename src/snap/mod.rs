@@ -114,7 +114,7 @@ pub fn capture_small(backend: &Backend) -> Result<Vec<BucketEntry>, BackendError
 pub fn key_records(
     backend: &Backend,
     revision: i64,
-) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec), BackendError>> + Send + 'static {
+) -> impl Iterator<Item = Result<(Vec<u8>, crate::backend::Value), BackendError>> + Send + 'static {
     let end = Revision::new(revision.saturating_add(1), 0).to_bytes();
     backend
         .range(Bucket::Key, &[], Some(&end))
