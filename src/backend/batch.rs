@@ -60,7 +60,11 @@ impl WriteBatch {
         // Newest first: a key is kept the first time it is seen.
         let mut keep: Vec<bool> = {
             let mut seen = std::collections::HashSet::with_capacity(self.ops.len());
-            self.ops.iter().rev().map(|(k, _)| seen.insert(k.as_slice())).collect()
+            self.ops
+                .iter()
+                .rev()
+                .map(|(k, _)| seen.insert(k.as_slice()))
+                .collect()
         };
         keep.reverse();
         self.ops

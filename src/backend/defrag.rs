@@ -5,16 +5,17 @@
 //! compaction deletes old revisions with tombstones, and the tree's background merges drop the
 //! deleted data along with the tombstones. `Defragment` asks for all of that now instead of
 //! eventually: it writes the memtable out, merges every table into one sorted run (dropping
-//! every deleted revision), and lets the replaced tables go. Reads and writes carry on
+//! every deleted revision) and lets the replaced tables go. Reads and writes carry on
 //! throughout: merges write new tables beside the old ones and switch them in atomically.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use lsm_tree::AbstractTree;
 
 use super::{Backend, BackendError};
 
-/// Key of the backend's own bookkeeping entry (outside every bucket, so no range sees it):
-/// when the last defragmentation ended.
-const LAST_DEFRAG_KEY: &[u8] = &[0xff, b'd', b'e', b'f', b'r', b'a', b'g'];
+/// Size of the tables the full merge writes (the leveled strategy's default).
+const TABLE_TARGET_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a defragmentation achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub struct DefragReport {
     pub before: u64,
     /// Database size on disk after, in bytes.
     pub after: u64,
-    /// Table files before and after.
+    /// Table files before.
     pub tables_before: usize,
     /// Table files after.
     pub tables_after: usize,
@@ -33,41 +34,29 @@ impl Backend {
     /// Reclaims the space of deleted data now (blocking; run it off the async runtime, one at
     /// a time). Serving goes on meanwhile.
     pub fn defragment(&self) -> Result<DefragReport, BackendError> {
+        let e = &self.engine;
         let started = Instant::now();
-        let (before, tables_before) = (self.size_on_disk(), self.state.table_count());
+        let (before, tables_before) = (self.size_on_disk(), e.tree.table_count());
         tracing::info!(
             size_bytes = before,
             tables = tables_before,
             "defragmentation: writing out the memtable"
         );
-        self.state
-            .rotate_memtable_and_wait()
-            .map_err(|e| self.err("defragment: flush memtable", e))?;
+        e.flush_memtable()
+            .map_err(|err| self.err("defragment: flush memtable", err))?;
         tracing::info!(
             took_ms = started.elapsed().as_millis() as u64,
             "defragmentation: merging every table"
         );
-        self.state
-            .major_compact()
-            .map_err(|e| self.err("defragment: merge tables", e))?;
-        // The tables the merge replaced are released at the tree's next version change; a
-        // small write of our own, flushed at once, makes that happen now rather than at the
-        // next memtable flush (which an idle member might not have for hours).
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        self.state
-            .insert(LAST_DEFRAG_KEY, now.to_be_bytes())
-            .map_err(|e| self.err("defragment: record", e))?;
-        self.state
-            .rotate_memtable_and_wait()
-            .map_err(|e| self.err("defragment: release old tables", e))?;
+        e.tree
+            .major_compact(TABLE_TARGET_BYTES, e.gc_watermark())
+            .map_err(|err| self.err("defragment: merge tables", err))?;
+        e.release_old_versions();
         let report = DefragReport {
             before,
             after: self.size_on_disk(),
             tables_before,
-            tables_after: self.state.table_count(),
+            tables_after: e.tree.table_count(),
         };
         tracing::info!(
             before = report.before,
@@ -102,7 +91,7 @@ mod tests {
         for chunk in 0..20u32 {
             fill(&b, chunk * 1000, (chunk + 1) * 1000);
         }
-        b.state.rotate_memtable_and_wait().unwrap();
+        b.flush().unwrap();
         // Compaction-like deletion of most history, through a batch.
         let mut del = WriteBatch::new();
         for i in 0..19_000u32 {
@@ -122,7 +111,15 @@ mod tests {
         );
         assert!(
             report.after < 4_000_000,
-            "only 1000 values are left: {report:?} {}", String::from_utf8_lossy(&std::process::Command::new("du").arg("-ab").arg(tmp.path()).output().unwrap().stdout)
+            "only 1000 values are left: {report:?} {}",
+            String::from_utf8_lossy(
+                &std::process::Command::new("du")
+                    .arg("-ab")
+                    .arg(tmp.path())
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
         );
         assert_eq!(b.range(Bucket::Key, b"", None).count(), 1000);
         assert_eq!(b.consistent_index().unwrap(), 77);
@@ -130,12 +127,6 @@ mod tests {
             b.get(Bucket::Lease, b"l").unwrap().unwrap().as_ref(),
             b"lease"
         );
-        // The bookkeeping key is outside every bucket.
-        for bucket in Bucket::ALL {
-            assert!(b
-                .range(bucket, b"", None)
-                .all(|r| r.unwrap().0 != LAST_DEFRAG_KEY[1..]));
-        }
         fill(&b, 30_000, 30_001);
         b.flush().unwrap();
         drop(b);

@@ -94,32 +94,13 @@ impl BackendError {
         }
     }
 
-    /// Maps a fjall error, classifying the cases an operator can act on.
-    pub(crate) fn from_fjall(dir: &std::path::Path, op: &'static str, err: fjall::Error) -> Self {
-        let corrupt = |detail: String| BackendError::Corrupt {
-            dir: dir.to_path_buf(),
-            detail: format!("{detail} during {op}"),
-        };
+    /// Maps an LSM-tree error, classifying the cases an operator can act on.
+    pub(crate) fn from_lsm(dir: &std::path::Path, op: &'static str, err: lsm_tree::Error) -> Self {
         match err {
-            fjall::Error::Io(source) | fjall::Error::Storage(fjall::LsmError::Io(source)) => {
-                Self::from_io(dir, op, source)
-            }
-            fjall::Error::Locked => BackendError::Locked {
+            lsm_tree::Error::Io(source) => Self::from_io(dir, op, source),
+            other => BackendError::Corrupt {
                 dir: dir.to_path_buf(),
-                detail: "its lock file is held".into(),
-            },
-            fjall::Error::Storage(e) => corrupt(format!("a table is damaged: {e:?}")),
-            fjall::Error::JournalRecovery(e) => corrupt(format!("the journal is damaged: {e:?}")),
-            fjall::Error::InvalidVersion(v) => corrupt(format!("unknown format version {v:?}")),
-            fjall::Error::Decompress(c) => corrupt(format!("a block does not decompress ({c:?})")),
-            fjall::Error::InvalidTrailer | fjall::Error::InvalidTag(_) => {
-                corrupt(format!("invalid data: {err:?}"))
-            }
-            fjall::Error::Unrecoverable => corrupt("files needed to recover are missing".into()),
-            other => BackendError::Internal {
-                dir: dir.to_path_buf(),
-                op,
-                detail: format!("{other:?}"),
+                detail: format!("{other:?} during {op}"),
             },
         }
     }

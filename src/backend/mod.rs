@@ -1,36 +1,44 @@
-//! The storage engine: one fjall (LSM-tree) database holding every bucket of server state.
+//! The storage engine: one LSM-tree (the `lsm-tree` crate, fjall's engine) holding every
+//! bucket of server state, each key prefixed by a one-byte bucket id.
 //!
-//! All buckets live in ONE keyspace, each key prefixed by a one-byte bucket id, so the applier's
-//! batch (kv changes, lease and auth changes and the consistent index) is one atomic write.
-//! Nothing here fsyncs per request: the raft WAL is the durability point. fjall's own journal
-//! is persisted on a timer and before raft snapshots; after a crash fjall recovers a prefix of
-//! the committed batches and the WAL is replayed from the consistent index on top of it.
+//! The tree has no journal of its own: the raft WAL is the durability point, as in etcd. The
+//! applier's batch (kv changes, lease and auth changes and the consistent index) goes into the
+//! in-memory write buffer (memtable) under one sequence number and becomes visible to readers
+//! at once and all together; the buffer is written out as an fsync'd table when it is full, on a
+//! timer and before raft snapshots (`flush`). After a crash the tree holds exactly the batches
+//! of the tables written before it — a prefix, with the consistent index of its last batch —
+//! and the WAL is replayed from there.
 //!
-//! Why an LSM-tree: compaction (etcd's, deleting old revisions) leaves tombstones that the tree
-//! merges away in the background, so space is reclaimed online without copying the database
-//! (see `defrag.rs`), and a compacted database is smaller than bbolt's B+tree pages
-//! (`scripts/bench-defrag-vs-etcd.sh`).
+//! Why an LSM-tree: compaction (etcd's, deleting old revisions) leaves tombstones that the
+//! tree's background merges drop along with the data they delete, so space is reclaimed online
+//! without copying the database (`defrag.rs`), and a compacted database is smaller than bbolt's
+//! B+tree pages (`scripts/bench-defrag-vs-etcd.sh`).
 
 mod batch;
 mod defrag;
 mod disk_usage;
 mod error;
-mod flusher;
+mod maintenance;
 
 pub use batch::WriteBatch;
 pub use defrag::DefragReport;
 pub use error::BackendError;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flusher::Flusher;
+use lsm_tree::{AbstractTree, SequenceNumberCounter};
+use parking_lot::Mutex;
+
+use maintenance::Maintenance;
 
 /// How long `open` waits for the lock of a database closed just before in this process.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-/// The one keyspace holding every bucket.
-const KEYSPACE: &str = "state";
-/// Files a sled database (ferrocd before the move to fjall) keeps in the db dir.
+/// The file whose exclusive lock says which process owns the database.
+const LOCK_FILE: &str = "LOCK";
+/// Files a sled database (ferrocd before the move to an LSM-tree) keeps in the db dir.
 const SLED_MARKERS: [&str; 4] = ["conf", "blobs", "CURRENT", "gen-0"];
 
 /// Meta-bucket key of the last applied raft index (u64 big-endian), as in etcd.
@@ -40,7 +48,8 @@ pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
 pub const MEMBER_ID_KEY: &[u8] = b"member_id";
 
 /// A value read from the database: a cheaply clonable, immutable byte slice.
-pub type Value = fjall::Slice;
+pub type Value = lsm_tree::Slice;
+
 /// A namespace of keys inside the database.
 ///
 /// The discriminants are the on-disk prefix bytes and must never change.
@@ -108,46 +117,104 @@ pub(crate) fn prefixed(bucket: Bucket, key: &[u8]) -> Vec<u8> {
 /// Tuning of the storage engine.
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
-    /// Block cache size. Small on purpose: the key index is in memory, so reads go to the
-    /// backend only for values, and the OS page cache holds hot table files anyway.
+    /// Block cache size. Small on purpose: the key index is in memory, so reads come to the
+    /// backend only for values, and the OS page cache keeps hot table files anyway.
     pub cache_capacity_bytes: u64,
-    /// Size at which the in-memory write buffer (memtable) is written out as a table.
+    /// Size at which the write buffer (memtable) is written out as a table.
     pub memtable_bytes: u64,
-    /// How often the journal is persisted in the background (None: only on explicit `flush`).
+    /// How often the write buffer is written out anyway (None: only when full and on `flush`).
     pub flush_every_ms: Option<u64>,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions {
-            cache_capacity_bytes: 32 * 1024 * 1024,
+            cache_capacity_bytes: 16 * 1024 * 1024,
             memtable_bytes: 16 * 1024 * 1024,
-            flush_every_ms: Some(500),
+            flush_every_ms: Some(5_000),
         }
     }
 }
 
-/// The open database. `Send + Sync`: share it as `Arc<Backend>`; fjall handles concurrency.
-pub struct Backend {
-    db: fjall::Database,
-    state: fjall::Keyspace,
+/// The tree and its sequence numbers, shared with the maintenance thread.
+pub(crate) struct Engine {
+    tree: lsm_tree::AnyTree,
+    /// Hands out sequence numbers: one per batch, and the tree takes one per version change.
+    seqno: SequenceNumberCounter,
+    /// What readers read at: raised only when no batch is half-inserted.
+    visible: SequenceNumberCounter,
+    /// Serialises batches, and memtable rotation against them (a table never holds half a
+    /// batch).
+    writer: Mutex<()>,
     dir: PathBuf,
-    /// Persists the journal on a timer; stops when the backend is dropped.
-    _flusher: Option<Flusher>,
+    opts: BackendOptions,
+    /// Held for the life of the database: another process cannot open it meanwhile.
+    _lock: File,
+}
+
+impl Engine {
+    /// Makes everything inserted so far visible; call holding `writer`.
+    fn publish(&self) {
+        self.visible.fetch_max(self.seqno.get());
+    }
+
+    /// The sequence number below which superseded versions may be dropped: nobody reads older
+    /// data (an open iterator keeps the tables it reads alive by itself).
+    fn gc_watermark(&self) -> u64 {
+        self.visible.get()
+    }
+
+    /// Writes the memtable out as a durable table (blocking). Returns the bytes written out.
+    fn flush_memtable(&self) -> Result<u64, lsm_tree::Error> {
+        let flush = self.tree.get_flush_lock();
+        {
+            let _w = self.writer.lock();
+            self.tree.rotate_memtable();
+        }
+        let flushed = self.tree.flush(&flush, self.gc_watermark())?;
+        drop(flush);
+        let _w = self.writer.lock();
+        self.publish();
+        Ok(flushed.unwrap_or(0))
+    }
+
+    /// Lets go of tree versions nobody can read any more, so the tables only they referenced
+    /// are deleted now rather than at the next version change.
+    fn release_old_versions(&self) {
+        {
+            let _w = self.writer.lock();
+            self.publish();
+        }
+        if let Err(e) = self
+            .tree
+            .get_version_history_lock()
+            .maintenance(&self.dir, self.gc_watermark())
+        {
+            tracing::warn!(error = ?e, "releasing old backend versions failed");
+        }
+    }
+}
+
+/// The open database. `Send + Sync`: share it as `Arc<Backend>`.
+pub struct Backend {
+    engine: Arc<Engine>,
+    /// Writes out full memtables and merges tables in the background; stops on drop.
+    _maintenance: Maintenance,
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend").field("dir", &self.dir).finish()
+        f.debug_struct("Backend")
+            .field("dir", &self.engine.dir)
+            .finish()
     }
 }
 
 impl Backend {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path, opts: BackendOptions) -> Result<Backend, BackendError> {
-        std::fs::create_dir_all(dir).map_err(|source| {
-            BackendError::from_io(dir, "create directory", source)
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| BackendError::from_io(dir, "create directory", source))?;
         if let Some(marker) = SLED_MARKERS.iter().find(|m| dir.join(m).exists()) {
             return Err(BackendError::Incompatible {
                 dir: dir.to_path_buf(),
@@ -156,18 +223,33 @@ impl Backend {
                 ),
             });
         }
-        let (db, state) = open_fjall(dir, &opts)?;
-        let backend = Backend {
-            _flusher: opts
-                .flush_every_ms
-                .map(|ms| Flusher::start(db.clone(), Duration::from_millis(ms.max(1)))),
-            db,
-            state,
+        let lock = lock_dir(dir)?;
+        let seqno = SequenceNumberCounter::default();
+        let tree_visible = SequenceNumberCounter::default();
+        let tree = lsm_tree::Config::new(dir, seqno.clone(), tree_visible)
+            .use_cache(Arc::new(lsm_tree::Cache::with_capacity_bytes(
+                opts.cache_capacity_bytes,
+            )))
+            .open()
+            .map_err(|e| BackendError::from_lsm(dir, "open", e))?;
+        let next = tree.get_highest_seqno().map_or(0, |s| s + 1);
+        seqno.fetch_max(next);
+        let engine = Arc::new(Engine {
+            tree,
+            visible: SequenceNumberCounter::new(seqno.get()),
+            seqno,
+            writer: Mutex::new(()),
             dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            _lock: lock,
+        });
+        let backend = Backend {
+            _maintenance: Maintenance::start(Arc::clone(&engine)),
+            engine,
         };
         tracing::info!(
             dir = %dir.display(),
-            tables = backend.state.table_count(),
+            tables = backend.engine.tree.table_count(),
             size_bytes = backend.size_on_disk(),
             cache_capacity_bytes = opts.cache_capacity_bytes,
             "opened backend database"
@@ -177,30 +259,32 @@ impl Backend {
 
     /// The directory the database lives in.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.engine.dir
     }
 
-    fn err(&self, op: &'static str, e: fjall::Error) -> BackendError {
-        BackendError::from_fjall(&self.dir, op, e)
+    fn err(&self, op: &'static str, e: lsm_tree::Error) -> BackendError {
+        BackendError::from_lsm(&self.engine.dir, op, e)
     }
 
     /// Reads one key.
     pub fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Value>, BackendError> {
-        self.state
-            .get(prefixed(bucket, key))
+        self.engine
+            .tree
+            .get(prefixed(bucket, key), self.engine.visible.get())
             .map_err(|e| self.err("get", e))
     }
 
     /// Iterates `bucket` over `[start, end)` in key order (`end = None`: to the bucket's end).
     ///
     /// Yields keys without the bucket prefix. The iterator reads one point-in-time view of the
-    /// database: commits made while it runs are not seen.
+    /// database: batches committed while it runs are not seen.
     pub fn range(
         &self,
         bucket: Bucket,
         start: &[u8],
         end: Option<&[u8]>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Value), BackendError>> + Send + 'static {
+        use lsm_tree::Guard as _;
         let lo = prefixed(bucket, start);
         let hi = match end {
             Some(end) => prefixed(bucket, end),
@@ -208,45 +292,61 @@ impl Backend {
         };
         // An inverted request is simply empty.
         let iter = if lo <= hi {
-            Some(self.state.range(lo..hi))
+            Some(
+                self.engine
+                    .tree
+                    .range(lo..hi, self.engine.visible.get(), None),
+            )
         } else {
             None
         };
-        let dir = self.dir.clone();
-        iter.into_iter().flatten().map(move |guard| match guard.into_inner() {
-            Ok((k, v)) => Ok((k[1..].to_vec(), v)),
-            Err(e) => Err(BackendError::from_fjall(&dir, "range", e)),
-        })
+        let dir = self.engine.dir.clone();
+        iter.into_iter()
+            .flatten()
+            .map(move |guard| match guard.into_inner() {
+                Ok((k, v)) => Ok((k[1..].to_vec(), v)),
+                Err(e) => Err(BackendError::from_lsm(&dir, "range", e)),
+            })
     }
 
-    /// Applies `batch` atomically (all or nothing, across buckets). Not fsync'd.
+    /// Applies `batch` atomically: readers see all of it or none of it, and a crash keeps all
+    /// of it or none of it. Not durable until the next `flush` (the raft WAL is).
     pub fn commit(&self, batch: WriteBatch) -> Result<(), BackendError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut b = self.db.batch().durability(None);
-        for (k, v) in batch.into_ops() {
-            match v {
-                Some(v) => b.insert(&self.state, k, v),
-                None => b.remove(&self.state, k),
+        let e = &self.engine;
+        let full = {
+            let _w = e.writer.lock();
+            let seqno = e.seqno.next();
+            for (k, v) in batch.into_ops() {
+                match v {
+                    Some(v) => e.tree.insert(k, v, seqno),
+                    None => e.tree.remove(k, seqno),
+                };
             }
+            e.publish();
+            e.tree.active_memtable().size() >= e.opts.memtable_bytes
+        };
+        if full {
+            self._maintenance.wake();
         }
-        b.commit().map_err(|e| self.err("commit", e))
+        Ok(())
     }
 
-    /// Makes everything committed so far durable (blocking): fsyncs fjall's journal.
-    ///
-    /// Called on a timer and before a raft snapshot, never per request.
+    /// Makes everything committed so far durable (blocking): writes the memtable out as a
+    /// table. Called before a raft snapshot (which lets the WAL before it go) and on shutdown.
     pub fn flush(&self) -> Result<(), BackendError> {
-        self.db
-            .persist(fjall::PersistMode::SyncAll)
+        self.engine
+            .flush_memtable()
+            .map(|_| ())
             .map_err(|e| self.err("flush", e))
     }
 
-    /// Bytes the database occupies on disk (allocated blocks of every file in its directory:
-    /// tables, journal, manifests), for the db size metrics, `Status` and the quota.
+    /// Bytes the database occupies on disk (allocated blocks of every file in its directory),
+    /// for the db size metrics, `Status` and the quota.
     pub fn size_on_disk(&self) -> u64 {
-        disk_usage::allocated_bytes(&self.dir)
+        disk_usage::allocated_bytes(&self.engine.dir)
     }
 
     /// The last raft index whose effects are in the database (0 on a new database).
@@ -255,7 +355,7 @@ impl Backend {
             None => Ok(0),
             Some(v) => {
                 let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| BackendError::Corrupt {
-                    dir: self.dir.to_path_buf(),
+                    dir: self.engine.dir.to_path_buf(),
                     detail: format!(
                         "meta key consistent_index has {} bytes, expected 8",
                         v.len()
@@ -267,41 +367,45 @@ impl Backend {
     }
 }
 
-/// Opens fjall in `dir`, waiting for a lock released by a database closed just before.
-fn open_fjall(
-    dir: &Path,
-    opts: &BackendOptions,
-) -> Result<(fjall::Database, fjall::Keyspace), BackendError> {
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // A clean close leaves nothing for the WAL to replay.
+        if let Err(e) = self.engine.flush_memtable() {
+            tracing::warn!(error = ?e, "writing out the backend memtable on close failed");
+        }
+    }
+}
+
+/// Takes the database's exclusive lock, waiting briefly for one released by a database
+/// closed just before in this process.
+fn lock_dir(dir: &Path) -> Result<File, BackendError> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BackendError::from_io(dir, "open lock file", source))?;
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(5);
-    let db = loop {
-        let res = fjall::Database::builder(dir)
-            .cache_size(opts.cache_capacity_bytes)
-            // The raft WAL is the durability point: fjall's journal is persisted on our timer
-            // and before snapshots, never per batch.
-            .manual_journal_persist(true)
-            // Bounds the journal (and with it replay at start and its disk space) to the
-            // smallest size fjall allows.
-            .max_journaling_size(64 * 1024 * 1024)
-            .open();
-        match res.map_err(|e| BackendError::from_fjall(dir, "open", e)) {
-            Ok(db) => break db,
-            Err(BackendError::Locked { .. }) if Instant::now() < deadline => {
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Err(e) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(BackendError::Locked {
+                    dir: dir.to_path_buf(),
+                    detail: format!("{} is locked", path.display()),
+                })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(BackendError::from_io(dir, "lock", source))
+            }
         }
-    };
-    let memtable = opts.memtable_bytes;
-    let state = db
-        .keyspace(KEYSPACE, || {
-            fjall::KeyspaceCreateOptions::default()
-                .manual_journal_persist(true)
-                .max_memtable_size(memtable)
-        })
-        .map_err(|e| BackendError::from_fjall(dir, "open keyspace", e))?;
-    Ok((db, state))
+    }
 }
 
 #[cfg(test)]
@@ -424,7 +528,10 @@ mod tests {
         batch.set_consistent_index(6);
         b.commit(batch).unwrap();
         assert_eq!(b.get(Bucket::Meta, b"k").unwrap().unwrap().as_ref(), b"2");
-        assert_eq!(b.get(Bucket::Meta, b"gone").unwrap().unwrap().as_ref(), b"back");
+        assert_eq!(
+            b.get(Bucket::Meta, b"gone").unwrap().unwrap().as_ref(),
+            b"back"
+        );
         assert_eq!(b.consistent_index().unwrap(), 6);
     }
 

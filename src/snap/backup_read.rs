@@ -194,7 +194,7 @@ pub fn read_records(
             HEADER_LEN + HASH_LEN
         )));
     }
-    if (size - HASH_LEN as u64) % ALIGN != 0 {
+    if !(size - HASH_LEN as u64).is_multiple_of(ALIGN) {
         return Err(corrupt(format!(
             "it has {size} bytes, not whole {ALIGN}-byte blocks plus the {HASH_LEN}-byte checksum \
              that every snapshot has: it was cut short or extended"

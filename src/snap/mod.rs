@@ -155,7 +155,7 @@ pub fn stream(
             if !flush(&mut buf, &mut total) {
                 return Ok(total);
             }
-            if records % 100_000 == 0 {
+            if records.is_multiple_of(100_000) {
                 tracing::info!(
                     index = p.meta.index,
                     records,
@@ -267,7 +267,7 @@ pub fn install(backend: &Backend, path: &Path, index: u64, member_id: u64) -> Re
                 .commit(std::mem::take(&mut b))
                 .map_err(|e| err(&e))?;
         }
-        if records % 200_000 == 0 {
+        if records.is_multiple_of(200_000) {
             tracing::info!(
                 records,
                 bytes = pos,

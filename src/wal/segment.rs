@@ -182,7 +182,7 @@ pub(crate) fn scan(path: &Path, buf: &[u8], is_last: bool) -> Result<Scan, WalEr
             if rest.iter().all(|&b| b == 0) {
                 break Tail::Zeros;
             }
-            if off % SECTOR == 0 && sector_is_zero(buf, off) {
+            if off.is_multiple_of(SECTOR) && sector_is_zero(buf, off) {
                 break Tail::Torn(
                     "a zero-filled sector (a write lost in a crash) followed by more bytes"
                         .to_string(),
