@@ -6,7 +6,10 @@
 #      compaction pause (etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds);
 #   3. start a paced writer (100 clients, 500 puts/s for 4 s), defragment 1 s into it, and
 #      record the defrag's duration, the writer's latencies (a stop-the-world defrag shows up
-#      as the writer's p99 and slowest write), and 3 s later the db size and RSS.
+#      as the writer's p99 and slowest write), and 3 s later the db size, the whole data dir's
+#      allocated size (du) and RSS.
+# Every put writes fresh random bytes (--unique-values): repeated values would flatter an
+# engine that compresses.
 #
 #   scripts/bench-defrag-vs-etcd.sh [--rounds N] [--puts N] [--keys N]
 #
@@ -74,7 +77,7 @@ run() {
   done
   log "$sys round $round: $PUTS puts"
   "$BENCH" --endpoints "$EP" --conns 10 --clients 100 put --total "$PUTS" \
-    --key-space-size "$KEYS" --val-size 1024 --json >/dev/null
+    --key-space-size "$KEYS" --val-size 1024 --unique-values --json >/dev/null
   record "$sys" "$round" db_written "$(db_size)"
   local rev
   rev=$(etcdctl --endpoints="$EP" get x -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
@@ -101,7 +104,7 @@ PY
 )"
   log "$sys round $round: defrag under a paced writer"
   "$BENCH" --endpoints "$EP" --conns 10 --clients 100 put --total 2000 --rate 500 \
-    --key-space-size "$KEYS" --val-size 1024 --json >"$WORK/writer.json" &
+    --key-space-size "$KEYS" --val-size 1024 --unique-values --json >"$WORK/writer.json" &
   local writer=$! t0 t1
   sleep 1
   t0=$(date +%s.%N)
@@ -111,6 +114,8 @@ PY
   record "$sys" "$round" defrag_secs "$(python3 -c "print($t1 - $t0)")"
   sleep 3 # let the old database go (ferrocd frees it once its last reader is done)
   record "$sys" "$round" db_defragged "$(db_size)"
+  # Allocated bytes of everything under the data dir (db, WAL, snapshots), as du sees them.
+  record "$sys" "$round" dir_defragged "$(du -s --block-size=1 "$data" | cut -f1)"
   record "$sys" "$round" rss "$(rss)"
   python3 - "$sys" "$round" "$WORK/writer.json" >>"$RESULTS" <<'PY'
 import json, sys
@@ -143,7 +148,8 @@ print(f"{'metric':34} {'etcd':>10} {'ferrocd':>10} {'ratio':>7}")
 rows = [("db after writes (MiB)", "db_written", 2**-20), ("db after compaction (MiB)", "db_compacted", 2**-20),
         ("RSS after compaction (MiB)", "rss_compacted", 2**-20),
         ("longest compaction pause (ms, bucket)", "compaction_pause_max", 1),
-        ("db after defrag (MiB)", "db_defragged", 2**-20), ("RSS after defrag (MiB)", "rss", 2**-20),
+        ("db after defrag (MiB)", "db_defragged", 2**-20),
+        ("data dir after defrag, du (MiB)", "dir_defragged", 2**-20), ("RSS after defrag (MiB)", "rss", 2**-20),
         ("defrag duration (s)", "defrag_secs", 1), ("write p99 during defrag (ms)", "write_p99", 1e3),
         ("slowest write during defrag (ms)", "write_max", 1e3)]
 for name, m, scale in rows:

@@ -117,7 +117,7 @@ stop() {
   for p in "${PIDS[@]}"; do rss=$((rss + $(awk '/VmRSS/ {print $2*1024}' "/proc/$p/status"))); done
   for i in $(seq 1 "$MEMBERS"); do
     local d="$WORK/$sys-data-$i"
-    # etcd keeps its bbolt file at member/snap/db, ferrocd its sled tree at member/db/.
+    # etcd keeps its bbolt file at member/snap/db, ferrocd its LSM-tree at member/db/.
     if [ "$sys" = etcd ]; then db=$((db + $(du -sb "$d/member/snap/db" | cut -f1)));
     else db=$((db + $(du -sb "$d/member/db" | cut -f1))); fi
     dir=$((dir + $(du -sk "$d" | cut -f1) * 1024))

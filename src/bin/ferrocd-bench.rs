@@ -105,14 +105,11 @@ async fn run(cmd: Cmd, t: &Target) -> anyhow::Result<Vec<Report>> {
             sequential_keys,
             key_space_size,
             rate,
+            unique_values,
         } => {
-            let spec = Arc::new(put_spec(
-                key_size,
-                val_size,
-                key_space_size,
-                sequential_keys,
-                1,
-            ));
+            let mut spec = put_spec(key_size, val_size, key_space_size, sequential_keys, 1);
+            spec.unique_values = unique_values;
+            let spec = Arc::new(spec);
             let workers = t
                 .client_channels()
                 .await?
@@ -266,5 +263,6 @@ fn put_spec(
         key_space,
         sequential,
         txn_ops,
+        unique_values: false,
     }
 }

@@ -74,6 +74,11 @@ pub enum Cmd {
         /// Puts per second over all clients (0: as fast as possible).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// A fresh random value for every put (default: one random value reused, as etcd's
+        /// benchmark does). Use it when measuring size on disk: a storage engine that
+        /// compresses would otherwise be flattered by the repeats.
+        #[arg(long)]
+        unique_values: bool,
     },
     /// Get a key or a range (etcd: `benchmark range key [end-range]`).
     Range {
@@ -241,12 +246,13 @@ mod tests {
                 sequential_keys,
                 key_space_size,
                 rate,
+                unique_values,
             } => {
                 assert_eq!(
                     (key_size, val_size, total, key_space_size),
                     (8, 8, 10000, 1)
                 );
-                assert!(!sequential_keys);
+                assert!(!sequential_keys && !unique_values);
                 assert_eq!(rate, 0.0);
             }
             other => panic!("parsed as {other:?}"),

@@ -54,6 +54,8 @@ pub struct PutSpec {
     pub sequential: bool,
     /// Puts per transaction (txn-put only).
     pub txn_ops: usize,
+    /// Every put writes fresh random bytes (of `value`'s length) instead of `value`.
+    pub unique_values: bool,
 }
 
 impl PutSpec {
@@ -63,7 +65,13 @@ impl PutSpec {
                 self.key_size,
                 key_number(i, self.key_space, self.sequential),
             ),
-            value: self.value.clone(),
+            value: if self.unique_values {
+                let mut v = vec![0u8; self.value.len()];
+                rand::fill(&mut v[..]);
+                v
+            } else {
+                self.value.clone()
+            },
             ..Default::default()
         }
     }
