@@ -227,7 +227,7 @@ impl Engine {
 pub struct Backend {
     engine: Arc<Engine>,
     /// Writes out full memtables and merges tables in the background; stops on drop.
-    _maintenance: Maintenance,
+    maintenance: Maintenance,
 }
 
 impl std::fmt::Debug for Backend {
@@ -273,7 +273,7 @@ impl Backend {
             _lock: lock,
         });
         let backend = Backend {
-            _maintenance: Maintenance::start(Arc::clone(&engine)),
+            maintenance: Maintenance::start(Arc::clone(&engine)),
             engine,
         };
         tracing::info!(
@@ -357,7 +357,7 @@ impl Backend {
             e.tree.active_memtable().size() >= e.opts.memtable_bytes
         };
         if full {
-            self._maintenance.wake();
+            self.maintenance.wake();
         }
         Ok(())
     }
