@@ -71,16 +71,6 @@ pub enum BackendError {
         /// What was found.
         detail: String,
     },
-    /// The engine refused an operation or hit an internal bug; not recoverable by retrying.
-    #[error("the backend database {dir} failed ({op}): {detail}; this is a bug, please report it")]
-    Internal {
-        /// The database directory.
-        dir: PathBuf,
-        /// What the backend was doing.
-        op: &'static str,
-        /// What the engine said.
-        detail: String,
-    },
 }
 
 impl BackendError {

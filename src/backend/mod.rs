@@ -181,15 +181,22 @@ impl Engine {
             *readers.entry(seqno).or_default() += 1;
             seqno
         };
-        let out = read(seqno);
-        let mut readers = self.readers.lock();
-        if let Some(n) = readers.get_mut(&seqno) {
-            *n -= 1;
-            if *n == 0 {
-                readers.remove(&seqno);
+        // Deregisters even if `read` panics: a registration left behind would hold the
+        // watermark back for good.
+        struct Registered<'a>(&'a Mutex<BTreeMap<u64, usize>>, u64);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                let mut readers = self.0.lock();
+                if let Some(n) = readers.get_mut(&self.1) {
+                    *n -= 1;
+                    if *n == 0 {
+                        readers.remove(&self.1);
+                    }
+                }
             }
         }
-        out
+        let _registered = Registered(&self.readers, seqno);
+        read(seqno)
     }
 
     /// Writes the memtable out as a durable table (blocking). Returns the bytes written out.
