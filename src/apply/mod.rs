@@ -213,7 +213,7 @@ impl Applier {
         let (index, term) = (self.applied_index, self.applied_term);
         let start = Instant::now();
         let mut batch = WriteBatch::default();
-        batch.set_consistent_index(index);
+        batch.set_consistent_index(index, term);
         let res = self
             .backend
             .commit(batch)
@@ -236,6 +236,10 @@ impl Applier {
     fn apply_entry(&mut self, e: Entry, conf_states: &[(u64, ConfState)]) {
         if e.index <= self.applied_index {
             return;
+        }
+        if e.term != self.applied_term {
+            // Every consistent index written from here on is paired with this entry's term.
+            self.store.write().set_term(e.term);
         }
         if e.get_entry_type() != EntryType::EntryNormal {
             let cs = conf_states

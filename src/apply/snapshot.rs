@@ -43,7 +43,7 @@ impl Applier {
         }
         METRICS.snapshot_apply_in_progress.set(1);
         self.watch_hub.begin_restore();
-        if let Err(e) = snap::install(&self.backend, &path, meta.index, self.member_id) {
+        if let Err(e) = snap::install(&self.backend, &path, meta.index, meta.term, self.member_id) {
             tracing::error!(error = %e, "snapshot install failed; stopping (it is redone on restart)");
             std::process::exit(1);
         }

@@ -100,7 +100,7 @@ mod tests {
         b.commit(del).unwrap();
         let mut meta = WriteBatch::new();
         meta.put(Bucket::Lease, b"l", &b"lease"[..]);
-        meta.set_consistent_index(77);
+        meta.set_consistent_index(77, 3);
         b.commit(meta).unwrap();
         b.flush().unwrap();
 

@@ -44,6 +44,10 @@ const SLED_MARKERS: [&str; 4] = ["conf", "blobs", "CURRENT", "gen-0"];
 
 /// Meta-bucket key of the last applied raft index (u64 big-endian), as in etcd.
 pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
+/// Meta-bucket key of the raft term of the entry at the consistent index (u64 big-endian), as
+/// etcd 3.5's `term`. Always written with the consistent index, so after a restart the applied
+/// index is a valid raft snapshot point even if the WAL lost its tail.
+pub const CONSISTENT_TERM_KEY: &[u8] = b"term";
 /// Meta-bucket key of the member this database belongs to (u64 big-endian). Local to the
 /// member: a snapshot from another member must never carry it over.
 pub const MEMBER_ID_KEY: &[u8] = b"member_id";
@@ -387,17 +391,28 @@ impl Backend {
 
     /// The last raft index whose effects are in the database (0 on a new database).
     pub fn consistent_index(&self) -> Result<u64, BackendError> {
-        match self.get(Bucket::Meta, CONSISTENT_INDEX_KEY)? {
-            None => Ok(0),
+        Ok(self.meta_u64(CONSISTENT_INDEX_KEY)?.unwrap_or(0))
+    }
+
+    /// The raft term of the entry at the consistent index; `None` when the database never
+    /// recorded one (new, or written before ferrocd kept it).
+    pub fn consistent_term(&self) -> Result<Option<u64>, BackendError> {
+        self.meta_u64(CONSISTENT_TERM_KEY)
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        match self.get(Bucket::Meta, key)? {
+            None => Ok(None),
             Some(v) => {
                 let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| BackendError::Corrupt {
                     dir: self.engine.dir.to_path_buf(),
                     detail: format!(
-                        "meta key consistent_index has {} bytes, expected 8",
+                        "meta key {} has {} bytes, expected 8",
+                        String::from_utf8_lossy(key),
                         v.len()
                     ),
                 })?;
-                Ok(u64::from_be_bytes(bytes))
+                Ok(Some(u64::from_be_bytes(bytes)))
             }
         }
     }
@@ -493,14 +508,15 @@ mod tests {
         {
             let b = open(tmp.path());
             assert_eq!(b.consistent_index().unwrap(), 0);
+            assert_eq!(b.consistent_term().unwrap(), None);
             let mut batch = WriteBatch::new();
             batch.put(Bucket::Members, b"m1", &b"x"[..]);
             batch.put(Bucket::Members, b"m2", &b"y"[..]);
-            batch.set_consistent_index(41);
+            batch.set_consistent_index(41, 2);
             b.commit(batch).unwrap();
             let mut batch = WriteBatch::new();
             batch.delete(Bucket::Members, b"m1");
-            batch.set_consistent_index(42);
+            batch.set_consistent_index(42, 3);
             b.commit(batch).unwrap();
             b.commit(WriteBatch::new()).unwrap();
             b.flush().unwrap();
@@ -508,6 +524,7 @@ mod tests {
         }
         let b = open(tmp.path());
         assert_eq!(b.consistent_index().unwrap(), 42);
+        assert_eq!(b.consistent_term().unwrap(), Some(3));
         assert!(b.get(Bucket::Members, b"m1").unwrap().is_none());
         assert_eq!(
             b.get(Bucket::Members, b"m2").unwrap().unwrap().as_ref(),
@@ -582,7 +599,7 @@ mod tests {
             let mut value = i.to_be_bytes().to_vec();
             value.resize(200, 7);
             batch.put(Bucket::Key, &i.to_be_bytes(), value);
-            batch.set_consistent_index(u64::from(i));
+            batch.set_consistent_index(u64::from(i), 1);
             b.commit(batch).unwrap();
             written.store(i + 1, Ordering::Release);
             if i == 3000 {
@@ -616,8 +633,8 @@ mod tests {
         batch.delete(Bucket::Meta, b"gone");
         batch.put(Bucket::Meta, b"gone", &b"back"[..]);
         batch.put(Bucket::Meta, b"k", &b"2"[..]);
-        batch.set_consistent_index(5);
-        batch.set_consistent_index(6);
+        batch.set_consistent_index(5, 1);
+        batch.set_consistent_index(6, 1);
         b.commit(batch).unwrap();
         assert_eq!(b.get(Bucket::Meta, b"k").unwrap().unwrap().as_ref(), b"2");
         assert_eq!(

@@ -20,8 +20,8 @@ use crate::backend::WriteBatch;
 pub(super) struct Group {
     /// Every write of the group's transactions, in commit order.
     pub batch: WriteBatch,
-    /// Raft index of the last transaction that wrote something.
-    pub consistent_index: Option<u64>,
+    /// Raft index (and term) of the last transaction that wrote something.
+    pub consistent_index: Option<(u64, u64)>,
     /// Puts of the group by revision, for reads until the batch is committed.
     pub values: HashMap<Revision, KeyValue>,
 }
@@ -70,8 +70,8 @@ impl Store {
             consistent_index,
             values,
         } = group;
-        if let Some(ci) = consistent_index {
-            batch.set_consistent_index(ci);
+        if let Some((index, term)) = consistent_index {
+            batch.set_consistent_index(index, term);
         }
         let n = batch.len();
         self.backend.commit(batch).inspect_err(|e| {

@@ -42,6 +42,8 @@ pub struct Store {
     pub(super) current_rev: i64,
     pub(super) compact_rev: i64,
     restored_leases: Vec<(Vec<u8>, i64)>,
+    /// Raft term of the entry being applied, written next to every consistent index.
+    pub(super) term: u64,
     /// Open group commit, if any (see `group.rs`).
     pub(super) group: Option<Group>,
 }
@@ -65,6 +67,7 @@ impl Store {
     pub fn open(backend: Arc<Backend>) -> Result<(Store, Option<Compaction>), MvccError> {
         let started = Instant::now();
         let finished = read_meta_rev(&backend, FINISHED_COMPACT_KEY)?;
+        let term = backend.consistent_term()?.unwrap_or(0);
         let scheduled = read_meta_rev(&backend, SCHEDULED_COMPACT_KEY)?;
 
         let mut index = Index::default();
@@ -119,6 +122,7 @@ impl Store {
             current_rev,
             compact_rev,
             restored_leases: leases.into_iter().collect(),
+            term,
             group: None,
         };
         Ok((store, resume))
@@ -169,6 +173,12 @@ impl Store {
         })
     }
 
+    /// Sets the raft term of the entries applied from now on (the applier calls it before each
+    /// entry whose term differs): every consistent index written is paired with it.
+    pub fn set_term(&mut self, term: u64) {
+        self.term = term;
+    }
+
     /// Starts the write transaction of the applied raft entry `consistent_index`.
     pub fn write(&mut self, consistent_index: u64) -> WriteTxn<'_> {
         WriteTxn::new(self, consistent_index)
@@ -193,7 +203,7 @@ impl Store {
             SCHEDULED_COMPACT_KEY,
             &Revision::new(rev, 0).to_bytes()[..],
         );
-        batch.set_consistent_index(consistent_index);
+        batch.set_consistent_index(consistent_index, self.term);
         self.backend.commit(batch)?;
 
         let started = Instant::now();

@@ -297,7 +297,7 @@ impl<'a> WriteTxn<'a> {
         if let Some(group) = store.group.as_mut() {
             if !batch.is_empty() {
                 group.batch.append(batch);
-                group.consistent_index = Some(consistent_index);
+                group.consistent_index = Some((consistent_index, store.term));
             }
             for (sub, event) in events.iter().enumerate() {
                 if event.kind == EventType::Put {
@@ -307,7 +307,7 @@ impl<'a> WriteTxn<'a> {
                 }
             }
         } else if !batch.is_empty() {
-            batch.set_consistent_index(consistent_index);
+            batch.set_consistent_index(consistent_index, store.term);
             store.backend.commit(batch)?;
         }
         for (sub, event) in events.iter().enumerate() {

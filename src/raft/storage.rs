@@ -52,6 +52,11 @@ impl RaftStorage {
                     if snapshot.is_none_or(|(i, _)| index > i) {
                         snapshot = Some((index, term));
                     }
+                    if replaces_log(&entries, index, term) {
+                        // A leader's snapshot was installed here: raft threw the whole log
+                        // away, so the WAL's earlier entries are not part of it any more.
+                        entries.clear();
+                    }
                 }
                 Record::Entry { index, data, .. } => {
                     let entry = Entry::parse_from_bytes(&data)
@@ -198,6 +203,25 @@ impl RaftStorage {
     }
 }
 
+/// Whether a snapshot point at (`index`, `term`), met in the WAL after `entries`, is a leader's
+/// snapshot that replaced the log (rather than this member's own snapshot point, which is
+/// written after the entry it covers and keeps the log). raft-rs installs a leader's snapshot
+/// only when the log does not already hold the entry at its index with its term, and then
+/// discards every entry: so the entries seen so far are stale exactly when they do not hold
+/// (`index`, `term`) but reach up to or past `index`, or end before it (a gap).
+fn replaces_log(entries: &[Entry], index: u64, term: u64) -> bool {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return false;
+    };
+    if index < first.index {
+        return false; // a snapshot point older than everything held: keeps them
+    }
+    match entries.get((index - first.index) as usize) {
+        Some(e) => e.term != term,
+        None => last.index < index,
+    }
+}
+
 impl Storage for RaftStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         self.mem.initial_state()
@@ -292,6 +316,81 @@ mod tests {
             "the snapshot point's term is known"
         );
         assert_eq!(r.storage.hard_state().commit, 13);
+    }
+
+    #[test]
+    fn a_leader_snapshot_installed_past_the_log_replaces_it() {
+        // Entries 1..7, then the leader's snapshot at 5460 (the member was down), then new
+        // entries: the restart used to fail with "WAL is missing raft entries 8..5460".
+        let mut recs: Vec<Record> = (1..=7).map(|i| entry(i, 1)).collect();
+        recs.push(Record::Snapshot {
+            index: 5460,
+            term: 2,
+        });
+        recs.push(Record::HardState {
+            term: 2,
+            vote: 0,
+            commit: 5460,
+        });
+        recs.extend((5461..=5463).map(|i| entry(i, 2)));
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!(
+            (r.storage.first_index(), r.storage.last_index()),
+            (5461, 5463)
+        );
+        assert_eq!(r.snapshot, Some((5460, 2)));
+        assert_eq!(r.storage.term(5460).unwrap(), 2);
+        assert_eq!(r.storage.hard_state().commit, 5460);
+
+        // Restarted right after the install, before any new entry.
+        let mut recs: Vec<Record> = (1..=7).map(|i| entry(i, 1)).collect();
+        recs.push(Record::Snapshot {
+            index: 5460,
+            term: 2,
+        });
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!(
+            (r.storage.first_index(), r.storage.last_index()),
+            (5461, 5460)
+        );
+    }
+
+    #[test]
+    fn a_leader_snapshot_over_a_conflicting_log_drops_the_stale_tail() {
+        // Entries 1..10 of term 1, of which 6..10 were never committed; the leader of term 3
+        // sends a snapshot at 8 (its entry 8 has term 3): entries 9 and 10 of term 1 are gone.
+        let mut recs: Vec<Record> = (1..=10).map(|i| entry(i, 1)).collect();
+        recs.push(Record::Snapshot { index: 8, term: 3 });
+        recs.push(entry(9, 3));
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!((r.storage.first_index(), r.storage.last_index()), (9, 9));
+        assert_eq!(r.storage.term(9).unwrap(), 3);
+    }
+
+    #[test]
+    fn own_snapshot_points_keep_the_log() {
+        assert!(!replaces_log(&[], 5, 1));
+        let es: Vec<Entry> = (3..=6)
+            .map(|index| Entry {
+                index,
+                term: 2,
+                ..Default::default()
+            })
+            .collect();
+        assert!(!replaces_log(&es, 5, 2), "the entry it covers is held");
+        assert!(!replaces_log(&es, 2, 1), "older than the log");
+        assert!(replaces_log(&es, 5, 3), "another term at that index");
+        assert!(replaces_log(&es, 9, 3), "past the end");
+        // A snapshot point at the index of an install that is already behind the entries.
+        let recs = vec![
+            Record::Snapshot { index: 10, term: 2 },
+            entry(11, 2),
+            entry(12, 2),
+            Record::Snapshot { index: 10, term: 2 },
+            entry(13, 2),
+        ];
+        let r = RaftStorage::restore(voters(), recs).unwrap();
+        assert_eq!((r.storage.first_index(), r.storage.last_index()), (11, 13));
     }
 
     #[test]

@@ -201,7 +201,7 @@ fn create_new(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError>
     save_conf_state(&mut batch, &cs);
     batch.put(Bucket::Meta, META_CLUSTER_ID, &cid.to_be_bytes()[..]);
     batch.put(Bucket::Meta, META_MEMBER_ID, &local.id.to_be_bytes()[..]);
-    batch.set_consistent_index(1);
+    batch.set_consistent_index(1, 1);
     backend.commit(batch)?;
     backend.flush()?;
 
@@ -324,7 +324,7 @@ fn create_joining(
 }
 
 fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
-    let (wal, records) = Wal::open(wal_dir)?;
+    let (mut wal, records) = Wal::open(wal_dir)?;
     let backend = open_backend(cfg)?;
     let cs = load_conf_state(&backend)
         .map_err(ServerError::State)?
@@ -364,7 +364,7 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
                 )));
             }
             tracing::warn!(index, "finishing an interrupted snapshot install");
-            crate::snap::install(&backend, &path, index, meta.member_id)
+            crate::snap::install(&backend, &path, index, term, meta.member_id)
                 .map_err(ServerError::State)?;
             consistent_index = index;
         }
@@ -375,6 +375,10 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
         .unwrap_or_default();
     let storage = restored.storage;
     storage.set_conf_state(cs.clone());
+    let mut snapshot_index = restored.snapshot.map(|(i, _)| i).unwrap_or(0);
+    if consistent_index > storage.last_index() {
+        snapshot_index = resume_from_backend(&backend, &mut wal, &storage, consistent_index, &cs)?;
+    }
     if consistent_index + 1 < storage.first_index() {
         return Err(ServerError::State(format!(
             "backend has applied up to raft index {consistent_index} but the WAL starts at {}; \
@@ -384,8 +388,11 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
     }
     storage.ensure_commit_at_least(consistent_index);
     let members = MemberTable::load(&backend)?;
-    let (store, pending_compaction) = Store::open(backend.clone())?;
+    let (mut store, pending_compaction) = Store::open(backend.clone())?;
     let applied_term = storage.term_of(consistent_index).unwrap_or(0);
+    if applied_term != 0 {
+        store.set_term(applied_term);
+    }
     tracing::info!(
         member_id = format!("{:x}", meta.member_id),
         cluster_id = format!("{:x}", meta.cluster_id),
@@ -406,7 +413,57 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
         members,
         conf_state: cs,
         consistent_index,
-        snapshot_index: restored.snapshot.map(|(i, _)| i).unwrap_or(0),
+        snapshot_index,
         applied_term,
     })
+}
+
+/// The backend has applied entries the WAL no longer holds: its tail was lost (a disk that
+/// dropped synced writes, or a torn last entry). Every applied entry was committed, so the
+/// backend is a valid raft snapshot at its consistent index and term: the raft log restarts
+/// there, and the WAL records that point so the next start agrees. A cluster's leader sends
+/// anything after it; a single member simply continues. Nothing applied is lost, and new
+/// entries never reuse an index the backend has already applied (etcd would skip applying
+/// them). Refused only when the backend predates the term record and the term is unknown.
+fn resume_from_backend(
+    backend: &Backend,
+    wal: &mut Wal,
+    storage: &RaftStorage,
+    consistent_index: u64,
+    cs: &ConfState,
+) -> Result<u64, ServerError> {
+    let wal_last = storage.last_index();
+    let Some(term) = backend.consistent_term()? else {
+        return Err(ServerError::State(format!(
+            "the backend has applied raft entries up to {consistent_index} but the WAL in {} \
+             ends at {wal_last} (its tail was lost), and the backend does not record the term \
+             of entry {consistent_index}. Remove this member's data dir and re-add it, or \
+             restore it from a snapshot",
+            wal.dir().display()
+        )));
+    };
+    tracing::warn!(
+        wal_last,
+        consistent_index,
+        term,
+        "the WAL ends before the last entry the backend applied (its tail was lost on disk); \
+         resuming the raft log from the backend's applied index"
+    );
+    storage
+        .bootstrap_at(consistent_index, term, cs.clone())
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let hs = storage.hard_state();
+    wal.append(&[
+        Record::Snapshot {
+            index: consistent_index,
+            term,
+        },
+        Record::HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        },
+    ])?;
+    wal.sync()?;
+    Ok(consistent_index)
 }

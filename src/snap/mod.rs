@@ -220,10 +220,16 @@ impl Receiver {
 }
 
 /// Replaces the backend's whole content with a snapshot file, ending with the consistent index
-/// set to `index` (so an interrupted install is recognisable and redone on restart). The
-/// snapshot comes from another member: its member id is replaced by `member_id`, this
-/// member's own (otherwise the next start would find a backend of another member).
-pub fn install(backend: &Backend, path: &Path, index: u64, member_id: u64) -> Result<u64, String> {
+/// set to `index` (term `term`), so an interrupted install is recognisable and redone on
+/// restart. The snapshot comes from another member: its member id is replaced by `member_id`,
+/// this member's own (otherwise the next start would find a backend of another member).
+pub fn install(
+    backend: &Backend,
+    path: &Path,
+    index: u64,
+    term: u64,
+    member_id: u64,
+) -> Result<u64, String> {
     let started = std::time::Instant::now();
     let err = |e: &dyn std::fmt::Display| format!("installing snapshot {}: {e}", path.display());
     // 1. Mark the backend as mid-install.
@@ -256,7 +262,9 @@ pub fn install(backend: &Backend, path: &Path, index: u64, member_id: u64) -> Re
         let (bucket, k, v, used) = codec::decode(&data[pos..]).map_err(|e| err(&e))?;
         pos += used;
         if bucket == Bucket::Meta
-            && (k == crate::backend::CONSISTENT_INDEX_KEY || k == crate::backend::MEMBER_ID_KEY)
+            && (k == crate::backend::CONSISTENT_INDEX_KEY
+                || k == crate::backend::CONSISTENT_TERM_KEY
+                || k == crate::backend::MEMBER_ID_KEY)
         {
             continue;
         }
@@ -282,7 +290,7 @@ pub fn install(backend: &Backend, path: &Path, index: u64, member_id: u64) -> Re
         crate::backend::MEMBER_ID_KEY,
         &member_id.to_be_bytes()[..],
     );
-    b.set_consistent_index(index);
+    b.set_consistent_index(index, term);
     backend.commit(b).map_err(|e| err(&e))?;
     backend.flush().map_err(|e| err(&e))?;
     tracing::info!(
