@@ -132,6 +132,15 @@ pub enum EtcdError {
     /// Proclaim or Resign without a leader key (`v3election.ErrMissingLeaderKey`, code Unknown).
     #[error("\"leader\" field must be provided")]
     MissingLeaderKey,
+    /// A gRPC message over the receive limit (`--max-request-bytes` + 512 KiB). The text is
+    /// grpc-go's, which etcd's server sends before its own code ever sees the request.
+    #[error("grpc: received message larger than max ({got} vs. {max})")]
+    MessageTooLarge {
+        /// The message's length from its frame header.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An unexpected server-side failure; the text says what happened.
     #[error("etcdserver: {0}")]
     Internal(String),
@@ -145,7 +154,7 @@ impl EtcdError {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
             | InvalidSortOption | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
-            NoSpace | TooManyRequests => Code::ResourceExhausted,
+            NoSpace | TooManyRequests | MessageTooLarge { .. } => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExist
             | MemberExist
@@ -285,6 +294,14 @@ mod tests {
                 EtcdError::NoLeader,
                 Code::Unavailable,
                 "etcdserver: no leader",
+            ),
+            (
+                EtcdError::MessageTooLarge {
+                    got: 2621450,
+                    max: 2097152,
+                },
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (2621450 vs. 2097152)",
             ),
             (
                 EtcdError::DuplicateKey,

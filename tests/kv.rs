@@ -596,4 +596,29 @@ async fn request_errors() {
         one_mib.len(),
         "data intact"
     );
+    // Over the gRPC receive limit (--max-request-bytes + 512 KiB = 2 MiB): grpc-go's error,
+    // as etcd sends it. The put is 2.5 MiB of value plus 10 bytes of framing fields.
+    let over_grpc = vec![b'x'; 2560 * 1024];
+    assert_err(
+        c.put("big", over_grpc, None).await.unwrap_err(),
+        Code::ResourceExhausted,
+        "grpc: received message larger than max (2621450 vs. 2097152)",
+    );
+    // The same limit on a stream: a watch whose create request is too large.
+    let e = match c.watch(vec![b'k'; 2200 * 1024], None).await {
+        Err(e) => e,
+        Ok(mut stream) => stream.message().await.unwrap_err(),
+    };
+    let (code, msg) = common::code_and_message(e);
+    assert_eq!(code, Code::ResourceExhausted, "{msg}");
+    assert!(
+        msg.starts_with("grpc: received message larger than max (")
+            && msg.ends_with(" vs. 2097152)"),
+        "{msg}"
+    );
+    assert_eq!(
+        c.get("big", None).await.unwrap().kvs()[0].value().len(),
+        one_mib.len(),
+        "data intact"
+    );
 }

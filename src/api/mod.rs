@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod election;
+pub mod grpc_limit;
 pub mod http;
 pub mod kv;
 pub mod kv_check;
@@ -118,6 +119,7 @@ pub async fn serve(
     // and delayed ACKs add up to 40 ms to responses written in several frames.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .layer(grpc_limit::GrpcLimitLayer::new(max_recv))
         .accept_http1(true)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(cfg.grpc_keepalive_interval))

@@ -82,7 +82,8 @@ impl WatchService {
         let inbound = req.into_inner();
         let handle = Arc::new(self.server.watch_hub().open_stream());
         let (closed_tx, closed_rx) = oneshot::channel();
-        tokio::spawn(read_requests(handle.clone(), inbound, closed_rx));
+        let (failed_tx, failed_rx) = oneshot::channel();
+        tokio::spawn(read_requests(handle.clone(), inbound, closed_rx, failed_tx));
 
         // etcd adds up to a tenth of the interval as jitter so streams opened together do
         // not notify together.
@@ -109,6 +110,7 @@ impl WatchService {
             fragment_bytes: self.fragment_bytes,
             stopping: self.stopping.clone(),
             done: false,
+            receive_failed: Some(failed_rx),
             _closed: closed_tx,
         };
         let stream = futures::stream::unfold(sender, |mut s| async move {
@@ -120,11 +122,14 @@ impl WatchService {
 }
 
 /// Reads the client's requests until it closes its side or the response stream is gone.
-/// A half-close keeps the stream open (etcd keeps sending until the client cancels).
+/// A half-close keeps the stream open (etcd keeps sending until the client cancels); a
+/// receive error (a request over the size limit, a malformed message) ends the whole call
+/// with that status, as etcd's receive loop does.
 async fn read_requests(
     handle: Arc<WatchStreamHandle>,
     mut inbound: Streaming<WatchRequest>,
     mut closed: oneshot::Receiver<()>,
+    failed: oneshot::Sender<Status>,
 ) {
     loop {
         // A client that sends requests but does not read the replies waits here, so the
@@ -144,7 +149,8 @@ async fn read_requests(
                 return;
             }
             Err(status) => {
-                tracing::debug!(error = %status, "watch stream receive ended");
+                tracing::debug!(error = %status, "watch stream receive failed; ending the call");
+                let _ = failed.send(status);
                 return;
             }
         }
@@ -175,6 +181,14 @@ fn handle_request(handle: &WatchStreamHandle, req: WatchRequest) {
     }
 }
 
+/// The status that ended the request side; `None` if it ended cleanly (then never again).
+async fn receive_failure(rx: &mut Option<oneshot::Receiver<Status>>) -> Option<Status> {
+    match rx {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
 /// The response side of one stream.
 struct Sender {
     handle: Arc<WatchStreamHandle>,
@@ -187,6 +201,9 @@ struct Sender {
     fragment_bytes: usize,
     stopping: watch::Receiver<bool>,
     done: bool,
+    /// Fires with the status that ended the request side, which then ends the call.
+    /// (`None` once the request side ended without an error.)
+    receive_failed: Option<oneshot::Receiver<Status>>,
     /// Dropped with the stream: tells the request reader to stop.
     _closed: oneshot::Sender<()>,
 }
@@ -205,6 +222,7 @@ impl Sender {
                 progress,
                 leader,
                 stopping,
+                receive_failed,
                 ..
             } = self;
             let leader_tick = async {
@@ -231,6 +249,13 @@ impl Sender {
                     None => return None,
                 },
                 _ = progress.tick() => handle.progress_tick(),
+                failed = receive_failure(receive_failed) => match failed {
+                    Some(status) => {
+                        self.done = true;
+                        return Some(Err(status));
+                    }
+                    None => self.receive_failed = None,
+                },
                 _ = async { drop(stopping.wait_for(|s| *s).await) } => {
                     self.done = true;
                     return Some(Err(EtcdError::Stopped.into()));

@@ -69,6 +69,8 @@ struct Inner {
     items: HashMap<Vec<u8>, i64>,
     /// Whether this member's clock is the one that counts (it leads).
     primary: bool,
+    /// The grace a promotion gave leases about to run out (kept for a reload while primary).
+    grace: Duration,
     queue: ExpiryQueue,
     /// Leases renewed since the last checkpoint round.
     dirty: HashSet<i64>,
@@ -97,9 +99,11 @@ impl Lessor {
     }
 
     /// Replaces every lease with the backend's (start-up, snapshot install) and re-attaches
-    /// `attached` (key, lease) pairs from the MVCC store. The lessor becomes a follower's: the
-    /// lease loop promotes it again if this member leads. Deadlines start now from each lease's
-    /// last checkpoint (or full TTL): time spent down is never counted against a lease.
+    /// `attached` (key, lease) pairs from the MVCC store. Deadlines start now from each lease's
+    /// last checkpoint (or full TTL): time spent down is never counted against a lease. The
+    /// role is kept: only a role change promotes or demotes, and a member can become leader
+    /// while its applier is still installing a snapshot, so a primary lessor stays primary
+    /// and starts the clock of every loaded lease as a promotion would.
     pub fn load(
         &self,
         backend: &Backend,
@@ -144,8 +148,14 @@ impl Lessor {
                 "keys name leases that do not exist; they will not expire"
             );
         }
-        tracing::info!(leases = inner.leases.len(), "leases loaded");
-        *self.inner.lock() = inner;
+        let mut current = self.inner.lock();
+        let primary = current.primary;
+        inner.grace = current.grace;
+        *current = inner;
+        if primary {
+            start_clock(&mut current, now);
+        }
+        tracing::info!(leases = current.leases.len(), primary, "leases loaded");
         Ok(())
     }
 
@@ -291,25 +301,10 @@ impl Lessor {
         if inner.primary {
             return;
         }
-        let Inner {
-            leases,
-            queue,
-            primary,
-            dirty,
-            revoking,
-            ..
-        } = &mut *inner;
-        queue.clear();
-        dirty.clear();
-        revoking.clear();
-        for (id, l) in leases.iter_mut() {
-            let at = l.deadline.max(now + grace);
-            l.expiry = Some(at);
-            queue.set(*id, None, at);
-        }
-        *primary = true;
+        inner.grace = grace;
+        start_clock(&mut inner, now);
         tracing::info!(
-            leases = leases.len(),
+            leases = inner.leases.len(),
             grace_ms = grace.as_millis() as u64,
             "lessor promoted: this member keeps the lease clock"
         );
@@ -469,6 +464,29 @@ impl Lessor {
     pub(super) fn queued(&self) -> usize {
         self.inner.lock().queue.len()
     }
+}
+
+/// Makes `inner` primary: every lease expires at the deadline this member tracked, or
+/// `inner.grace` from `now` if that is sooner.
+fn start_clock(inner: &mut Inner, now: Instant) {
+    let Inner {
+        leases,
+        queue,
+        primary,
+        dirty,
+        revoking,
+        grace,
+        ..
+    } = inner;
+    queue.clear();
+    dirty.clear();
+    revoking.clear();
+    for (id, l) in leases.iter_mut() {
+        let at = l.deadline.max(now + *grace);
+        l.expiry = Some(at);
+        queue.set(*id, None, at);
+    }
+    *primary = true;
 }
 
 fn secs(s: i64) -> Duration {

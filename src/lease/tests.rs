@@ -196,3 +196,42 @@ fn state_survives_a_reload_from_the_backend() {
     assert!(t2.remaining <= 10 && t2.remaining >= 9, "{t2:?}");
     assert!(!r.is_primary());
 }
+
+#[test]
+fn a_primary_stays_primary_and_expiring_across_a_snapshot_load() {
+    // The member became leader (promoted) while its applier was still installing a leader's
+    // snapshot, which then loads the snapshot's leases: the lessor used to come out of the
+    // load as a follower's, renewing nothing and expiring nothing, forever.
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::open(tmp.path(), BackendOptions::default()).unwrap();
+    let leader = Lessor::new(1);
+    let mut b = WriteBatch::default();
+    leader.grant(&mut b, 1, 1).unwrap();
+    leader.grant(&mut b, 2, 30).unwrap();
+    backend.commit(b).unwrap();
+
+    let l = Lessor::new(1);
+    l.promote(Duration::from_millis(200));
+    let loaded_at = Instant::now();
+    l.load(&backend, vec![(b"k".to_vec(), 1)]).unwrap();
+    assert!(l.is_primary(), "still the primary after the load");
+    assert_eq!(l.renew(2), Ok(30), "keep-alives are answered");
+    let t = l.time_to_live(2, false).unwrap();
+    assert!(t.remaining >= 29, "{t:?}");
+    // Lease 1 (TTL 1 s) expires on this clock, about 1 s after the load.
+    while l.expired(10).is_empty() {
+        assert!(
+            loaded_at.elapsed() < Duration::from_secs(3),
+            "the loaded lease never expired"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(loaded_at.elapsed() >= Duration::from_millis(900));
+    // A lease granted after the load is on the clock too.
+    let mut b = WriteBatch::default();
+    l.grant(&mut b, 3, 5).unwrap();
+    assert_eq!(l.renew(3), Ok(5));
+    // Demotion still works after such a load.
+    l.demote();
+    assert_eq!(l.renew(2), Err(EtcdError::NotLeader));
+}
