@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{ok, Cluster, Member};
+use common::{converge, hash_kv, ok, Cluster, Member};
 use etcd_client::{Client, GetOptions};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -22,38 +22,6 @@ async fn client(m: &Member) -> Client {
     Client::connect([m.endpoint()], None)
         .await
         .expect("connect")
-}
-
-async fn hash_kv(m: &Member, rev: i64) -> u32 {
-    client(m).await.hash_kv(rev).await.expect("hashkv").hash()
-}
-
-async fn revision(m: &Member) -> i64 {
-    let r = client(m)
-        .await
-        .get("x", Some(GetOptions::new().with_serializable()))
-        .await
-        .unwrap();
-    r.header().unwrap().revision()
-}
-
-/// Waits until every running member reports the same revision (serializable), then returns it.
-async fn converge(members: &[&Member]) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut revs = Vec::new();
-        for m in members {
-            revs.push(revision(m).await);
-        }
-        if revs.windows(2).all(|w| w[0] == w[1]) {
-            return revs[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members did not converge: {revs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{code_and_message, ok, Cluster, Member};
+use common::{code_and_message, member_id, ok, Cluster, Member};
 use etcd_client::{AlarmAction, AlarmType, Client, CompactionOptions, GetOptions};
 use ferrocd::backend::{Backend, BackendOptions, Bucket, WriteBatch};
 
@@ -25,11 +25,6 @@ async fn alarms(m: &Member) -> Vec<(u64, AlarmType)> {
         .iter()
         .map(|a| (a.member_id(), a.alarm()))
         .collect()
-}
-
-async fn member_id(m: &Member) -> u64 {
-    let mut c = m.client().await;
-    c.status().await.unwrap().header().unwrap().member_id()
 }
 
 #[tokio::test]

@@ -42,11 +42,15 @@ impl Applier {
             return;
         }
         METRICS.snapshot_apply_in_progress.set(1);
+        #[cfg(debug_assertions)]
+        crate::fault::point("snap-install-begin");
         self.watch_hub.begin_restore();
         if let Err(e) = snap::install(&self.backend, &path, meta.index, meta.term, self.member_id) {
             tracing::error!(error = %e, "snapshot install failed; stopping (it is redone on restart)");
             std::process::exit(1);
         }
+        #[cfg(debug_assertions)]
+        crate::fault::point("snap-installed");
         let (mut store, pending) = match Store::open(self.backend.clone()) {
             Ok(s) => s,
             Err(e) => {

@@ -393,6 +393,8 @@ impl Node {
         tracing::info!(index, term, "installing snapshot from the leader");
         self.wal.append(&[Record::Snapshot { index, term }])?;
         self.wal.sync()?;
+        #[cfg(debug_assertions)]
+        crate::fault::point("snap-wal-recorded");
         if let Err(e) = self.raw.mut_store().apply_snapshot(snap) {
             tracing::error!(error = %e, index, "raft refused the snapshot");
             return Ok(());

@@ -166,6 +166,8 @@ impl Peer for PeerService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(io)?;
         tracing::info!(index, bytes, "snapshot received");
+        #[cfg(debug_assertions)]
+        crate::fault::point("snap-received");
         if self.node_tx.send(NodeMsg::Step(Box::new(msg))).is_err() {
             return Err(Status::unavailable("etcdserver: server stopped"));
         }

@@ -250,6 +250,7 @@ pub fn install(
         }
         backend.commit(b).map_err(|e| err(&e))?;
     }
+    crash_point(backend, "snap-install-cleared");
     // 3. Load the file.
     let file = fs::File::open(path).map_err(|e| err(&e))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -284,6 +285,7 @@ pub fn install(
             );
         }
     }
+    crash_point(backend, "snap-install-loaded");
     // 4. Done: the consistent index says the backend holds everything through `index`.
     b.put(
         Bucket::Meta,
@@ -302,6 +304,22 @@ pub fn install(
     );
     Ok(records)
 }
+
+/// Test-only crash point inside an install (see `crate::fault`). The backend is written out
+/// first: its memtable may reach the disk at any moment (it is flushed when full), and a
+/// crash after such a flush is the hard case for a restart.
+#[cfg(debug_assertions)]
+fn crash_point(backend: &Backend, name: &str) {
+    if crate::fault::armed(name) {
+        if let Err(e) = backend.flush() {
+            tracing::warn!(error = %e, "flush before the fault point failed");
+        }
+        crate::fault::point(name);
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_: &Backend, _: &str) {}
 
 /// Removes snapshot files other than the newest `keep`.
 pub fn purge(snap_dir: &Path, keep: usize) {

@@ -552,3 +552,53 @@ pub fn code_and_message(e: etcd_client::Error) -> (tonic::Code, String) {
     let s = grpc_status(e);
     (s.code(), s.message().to_string())
 }
+
+/// HashKV of member `m` at `rev`.
+pub async fn hash_kv(m: &Member, rev: i64) -> u32 {
+    m.client().await.hash_kv(rev).await.expect("hashkv").hash()
+}
+
+/// Member `m`'s current revision, read serializably (what it has applied).
+pub async fn revision(m: &Member) -> i64 {
+    let r = m
+        .client()
+        .await
+        .get(
+            "x",
+            Some(etcd_client::GetOptions::new().with_serializable()),
+        )
+        .await
+        .unwrap();
+    r.header().unwrap().revision()
+}
+
+/// Waits until every member given reports the same revision (serializable), then returns it.
+pub async fn converge(members: &[&Member]) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut revs = Vec::new();
+        for m in members {
+            revs.push(revision(m).await);
+        }
+        if revs.windows(2).all(|w| w[0] == w[1]) {
+            return revs[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge: {revs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The member id of `m` (from its Status response header).
+pub async fn member_id(m: &Member) -> u64 {
+    m.client()
+        .await
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .member_id()
+}
