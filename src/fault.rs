@@ -28,7 +28,8 @@
 //!
 //! `FERROCD_PLANT_BUG=<name>` (same gating) switches on a deliberately broken behaviour so the
 //! chaos harness can prove it finds bugs: `stale-reads` makes linearizable reads skip the
-//! ReadIndex barrier (see `server::EtcdServer::read_barrier`).
+//! ReadIndex barrier (see `server::EtcdServer::read_barrier`); `stuck-lease-clock` makes the
+//! leader never revoke an expired lease (see `server/lease.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;

@@ -1,9 +1,12 @@
 //! Fault injection with a linearizability checker: a 3-member cluster under SIGKILL/restart
 //! (one member or all at once),
-//! SIGSTOP/SIGCONT, partitions (leader isolated, minority split, one-way loss), leader transfer
-//! and member remove-and-re-add, while clients on every member record a history and watchers on
-//! every member record every event; then the history, the watches and the members' HashKV are
-//! checked (see `chaos/linearizable.rs`, `chaos/watch_check.rs`).
+//! SIGSTOP/SIGCONT, partitions (leader isolated, minority split, one-way loss), leader transfer,
+//! member remove-and-re-add, and a follower kept down until it needs the leader's snapshot, made
+//! leader while it installs it and restarted (snapshots are sent often: `--snapshot-count 200`),
+//! while clients on every member record a history, watchers on every member record every event
+//! and a prober grants short leases; then the history, the watches, the leases' expiry and the
+//! members' HashKV are checked (see `chaos/linearizable.rs`, `chaos/watch_check.rs`,
+//! `chaos/lease_check.rs`).
 //!
 //! Short mode (the default, in CI): a few seeds, about 20 s of faults each.
 //! Long mode, for soak runs:
@@ -28,6 +31,7 @@ mod chaos {
     pub mod cluster;
     pub mod faults;
     pub mod history;
+    pub mod lease_check;
     pub mod linearizable;
     pub mod report;
     pub mod watch_check;
@@ -42,7 +46,7 @@ use chaos::cluster::Chaos;
 use chaos::faults::{self, Fault, Schedule};
 use chaos::linearizable::{self, Anomaly};
 use chaos::report::Report;
-use chaos::{watch_check, workload};
+use chaos::{lease_check, watch_check, workload};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -130,6 +134,12 @@ async fn run(schedule: Schedule, plant_bug: Option<&str>) -> Option<Report> {
             PACE,
         )));
     }
+    let prober = tokio::spawn(lease_check::prober(
+        rec.clone(),
+        endpoints.clone(),
+        stop_clients.clone(),
+        Duration::from_secs(2),
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let flog = faults::run(&mut ch, schedule, t0).await;
     report.faults = flog.counts;
@@ -148,6 +158,11 @@ async fn run(schedule: Schedule, plant_bug: Option<&str>) -> Option<Report> {
     for c in clients {
         let _ = c.await;
     }
+    let probes = prober.await.expect("lease prober");
+    report.lease_probes = probes.len();
+    report
+        .anomalies
+        .extend(lease_check::check(&probes, Instant::now()));
     // Converge, read everything everywhere, and let the watchers catch up to the end.
     let mut final_rev = match ch.converge(Duration::from_secs(60)).await {
         Ok(r) => r,
@@ -279,6 +294,28 @@ async fn chaos_finds_planted_stale_reads() {
             .any(|a| a.kind == "not linearizable"
                 || a.kind == "revision order contradicts real time"),
         "the planted stale reads went unnoticed:\n{r}"
+    );
+}
+
+/// The lease check finds a leader whose lease clock has stopped (planted: expired leases are
+/// never revoked), the symptom of issue 21's member made leader mid-install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_finds_planted_stuck_lease_clock() {
+    let _g = SERIAL.lock().await;
+    let schedule = Schedule::Fixed(vec![
+        (Fault::KillFollower, Duration::from_secs(2)),
+        (Fault::MoveLeader, Duration::from_secs(2)),
+    ]);
+    let Some(r) = run(schedule, Some("stuck-lease-clock")).await else {
+        return;
+    };
+    assert!(
+        r.anomalies.iter().any(|a| a.kind == "lease never expired"),
+        "the stopped lease clock went unnoticed:\n{r}"
+    );
+    assert!(
+        r.anomalies.iter().all(|a| a.kind == "lease never expired"),
+        "only the planted bug is found:\n{r}"
     );
 }
 

@@ -315,6 +315,15 @@ impl EtcdServer {
                     });
                 }
                 let expired = me.lessor.expired(per_tick.max(1));
+                // Planted bug for the chaos harness (debug builds with FERROCD_FAULT_INJECTION=1
+                // and FERROCD_PLANT_BUG=stuck-lease-clock only): expired leases are never
+                // revoked, as when a leader's lease clock stops.
+                #[cfg(debug_assertions)]
+                let expired = if crate::fault::planted_bug("stuck-lease-clock") {
+                    Vec::new()
+                } else {
+                    expired
+                };
                 if !expired.is_empty() {
                     let m = me.clone();
                     tokio::spawn(async move { m.revoke_expired(expired).await });

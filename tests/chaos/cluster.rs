@@ -9,6 +9,14 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::common::{http_request, Cluster};
 
+/// Raft entries between snapshot points in the cluster under test (`--snapshot-count`), and
+/// entries kept behind one for slow followers: small, so snapshots are sent often.
+pub const SNAPSHOT_COUNT: u64 = 200;
+/// See [`SNAPSHOT_COUNT`].
+pub const CATCHUP_ENTRIES: u64 = 20;
+/// Entries a stopped follower must miss to be sure to need a snapshot.
+pub const SNAPSHOT_GAP: u64 = SNAPSHOT_COUNT + CATCHUP_ENTRIES + 50;
+
 /// Short per-call timeouts for the harness's own control calls.
 fn opts() -> ConnectOptions {
     ConnectOptions::new()
@@ -44,7 +52,14 @@ impl Chaos {
         if let Some(b) = plant_bug {
             env.push(("FERROCD_PLANT_BUG", b));
         }
-        let c = tokio::task::block_in_place(|| Cluster::start_with_env(n, &[], &env));
+        let (snapshot_count, catchup) = (SNAPSHOT_COUNT.to_string(), CATCHUP_ENTRIES.to_string());
+        let flags = [
+            "--snapshot-count",
+            snapshot_count.as_str(),
+            "--experimental-snapshot-catchup-entries",
+            catchup.as_str(),
+        ];
+        let c = tokio::task::block_in_place(|| Cluster::start_with_env(n, &flags, &env));
         let mut ch = Chaos {
             ids: vec![0; n],
             paused: vec![false; n],
@@ -294,6 +309,123 @@ impl Chaos {
             .map_err(|e| format!("re-added m{} did not serve: {e}", i + 1))?;
         self.refresh_id(i).await;
         Ok(())
+    }
+
+    /// The raft index member `i` has reached (its Status), if it answers.
+    pub async fn raft_index(&self, i: usize) -> Option<u64> {
+        let mut cl = connect(&self.c.members[i].endpoint()).await?;
+        let st = tokio::time::timeout(Duration::from_secs(3), cl.status())
+            .await
+            .ok()?
+            .ok()?;
+        Some(st.raft_index())
+    }
+
+    /// How often member `i`'s log (all its runs) says `needle`.
+    fn log_count(&self, i: usize, needle: &str) -> usize {
+        std::fs::read_to_string(&self.c.members[i].log_path)
+            .map(|l| l.matches(needle).count())
+            .unwrap_or(0)
+    }
+
+    /// Issue 21's sequence: SIGKILL follower `f` and keep it down until the cluster has moved
+    /// [`SNAPSHOT_GAP`] entries on (so the leader must send it a snapshot), start it with its
+    /// applier stalled for a moment before the install (fault point `snap-install-begin`), ask
+    /// `leader` to hand it leadership meanwhile, wait until it serves, check that a lease
+    /// granted on it expires on time, then SIGKILL and restart it once more. Err if it does
+    /// not come back or its lease clock does not run.
+    pub async fn snapshot_catch_up(&mut self, f: usize, leader: usize) -> Result<String, String> {
+        let name = format!("m{}", f + 1);
+        let from = self
+            .raft_index(leader)
+            .await
+            .ok_or("the leader does not answer")?;
+        self.kill(f);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut reached = from;
+        while reached < from + SNAPSHOT_GAP && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(i) = self.raft_index(leader).await {
+                reached = reached.max(i);
+            }
+        }
+        let installs = self.log_count(f, "installing snapshot from the leader");
+        let stall = (
+            "FERROCD_FAULT_POINT".to_string(),
+            "snap-install-begin:sleep=1500".to_string(),
+        );
+        self.c.members[f].env.push(stall.clone());
+        self.c.members[f].launch();
+        self.c.members[f].env.retain(|e| *e != stall);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut installing = false;
+        while Instant::now() < deadline {
+            if self.log_count(f, "installing snapshot from the leader") > installs {
+                installing = true;
+                break;
+            }
+            if !self.c.members[f].is_running() {
+                return Err(format!("{name} exited after catching up by snapshot"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Leadership to it at once, while it may still be installing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let moved = loop {
+            match self.move_leader(leader, f).await {
+                Ok(()) => break "made leader".to_string(),
+                Err(e) if Instant::now() > deadline => break format!("not made leader ({e})"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let m = &mut self.c.members[f];
+        tokio::task::block_in_place(|| m.wait_ready(Duration::from_secs(60)))
+            .map_err(|e| format!("{name} did not serve after catching up by snapshot: {e}"))?;
+        if self.leader().await == Some(f) {
+            self.lease_expires_on(f).await?;
+        }
+        self.restart(f)
+            .map_err(|e| format!("after catching up by snapshot: {e}"))?;
+        Ok(format!(
+            "{name} down for {} entries, {}, {moved}, restarted",
+            reached.saturating_sub(from),
+            if installing {
+                "installed a snapshot"
+            } else {
+                "no snapshot needed"
+            }
+        ))
+    }
+
+    /// Grants a lease of the minimum TTL (2 s) on member `i` and checks it is gone within its
+    /// TTL plus an election timeout and some slack (no other fault runs meanwhile).
+    async fn lease_expires_on(&self, i: usize) -> Result<(), String> {
+        let name = format!("m{}", i + 1);
+        let mut cl = connect(&self.c.members[i].endpoint())
+            .await
+            .ok_or(format!("cannot connect to {name}"))?;
+        let id = cl
+            .lease_grant(2, None)
+            .await
+            .map_err(|e| format!("lease grant on {name}: {e}"))?
+            .id();
+        let granted = Instant::now();
+        let limit = Duration::from_secs(2 + 1 + 3);
+        loop {
+            if let Ok(r) = cl.lease_time_to_live(id, None).await {
+                if r.ttl() == -1 {
+                    return Ok(());
+                }
+            }
+            if granted.elapsed() > limit {
+                return Err(format!(
+                    "a TTL-2 lease granted on {name}, the leader after its snapshot catch-up, \
+                     was still there after {:?}: its lease clock does not run",
+                    granted.elapsed()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until every member reports the same revision (serializable reads); returns it.

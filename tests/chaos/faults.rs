@@ -35,10 +35,13 @@ pub enum Fault {
     RemoveReAdd,
     /// SIGKILL every member at once, restart them all (WAL replay everywhere).
     KillAll,
+    /// Stop a follower until it needs the leader's snapshot, start it, make it leader while it
+    /// installs, SIGKILL and restart it again.
+    SnapshotCatchUp,
 }
 
 impl Fault {
-    const ALL: [(Fault, u32); 11] = [
+    const ALL: [(Fault, u32); 12] = [
         (Fault::KillFollower, 3),
         (Fault::KillLeader, 3),
         (Fault::PauseFollower, 2),
@@ -50,6 +53,7 @@ impl Fault {
         (Fault::MoveLeader, 2),
         (Fault::RemoveReAdd, 1),
         (Fault::KillAll, 1),
+        (Fault::SnapshotCatchUp, 1),
     ];
 
     /// A shuffled bag with every kind once (so a short run covers them all), then weighted
@@ -109,6 +113,7 @@ pub async fn run(ch: &mut Chaos, schedule: Schedule, t0: Instant) -> FaultLog {
     let mut bag = Fault::bag(&mut rng);
     bag.reverse();
     let mut readded = false;
+    let mut caught_up = false;
     loop {
         let (fault, hold) = match deadline {
             Some(d) => {
@@ -116,8 +121,10 @@ pub async fn run(ch: &mut Chaos, schedule: Schedule, t0: Instant) -> FaultLog {
                     break;
                 }
                 let mut f = bag.pop().unwrap_or_else(|| Fault::pick(&mut rng));
-                // Membership changes are slow: at most one per run.
-                if f == Fault::RemoveReAdd && readded {
+                // Membership changes and snapshot catch-ups are slow: at most one per run.
+                if (f == Fault::RemoveReAdd && readded)
+                    || (f == Fault::SnapshotCatchUp && caught_up)
+                {
                     f = Fault::KillFollower;
                 }
                 (f, Duration::from_millis(rng.random_range(800..3000)))
@@ -131,6 +138,7 @@ pub async fn run(ch: &mut Chaos, schedule: Schedule, t0: Instant) -> FaultLog {
         let at = t0.elapsed().as_secs_f64();
         let what = inject(ch, fault, hold, &mut rng, &mut log).await;
         readded |= fault == Fault::RemoveReAdd;
+        caught_up |= fault == Fault::SnapshotCatchUp;
         *log.counts.entry(format!("{fault:?}")).or_default() += 1;
         let line = format!("{at:7.2}s {fault:?} {what}");
         eprintln!("chaos: {line}");
@@ -228,6 +236,13 @@ async fn inject(
         Fault::MoveLeader => match ch.move_leader(leader, follower).await {
             Ok(()) => format!("{} -> {}", name(leader), name(follower)),
             Err(e) => format!("{} -> {}: {e}", name(leader), name(follower)),
+        },
+        Fault::SnapshotCatchUp => match ch.snapshot_catch_up(follower, leader).await {
+            Ok(what) => what,
+            Err(e) => {
+                log.errors.push(e.clone());
+                format!("{}: {e}", name(follower))
+            }
         },
         Fault::RemoveReAdd => match ch.remove_and_readd(follower).await {
             Ok(()) => format!("{} (now id {:x})", name(follower), ch.ids[follower]),

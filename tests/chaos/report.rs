@@ -28,6 +28,8 @@ pub struct Report {
     pub watch_events: usize,
     /// Watch stream re-creations.
     pub watch_reconnects: usize,
+    /// Short leases granted by the lease prober (each checked to expire on time).
+    pub lease_probes: usize,
     /// The revision all members converged to.
     pub final_revision: i64,
     /// Keys checked for linearizability, search nodes.
@@ -49,6 +51,7 @@ impl Report {
     pub fn count_ops(&mut self, history: &[Op]) {
         for op in history {
             let kind = match (&op.kind, op.client >= 1000) {
+                (_, true) if op.client == super::lease_check::PROBER => "lease probe put",
                 (_, true) => "final read",
                 (OpKind::Get { .. }, _) => "get",
                 (OpKind::Put { lease, .. }, _) if *lease != 0 => "put with lease",
@@ -134,6 +137,12 @@ impl fmt::Display for Report {
             f,
             "watch: {} events, {} stream re-creations; final revision {}",
             self.watch_events, self.watch_reconnects, self.final_revision
+        )?;
+        writeln!(
+            f,
+            "leases: {} probes of TTL {} s checked to expire",
+            self.lease_probes,
+            super::lease_check::TTL
         )?;
         writeln!(
             f,

@@ -81,8 +81,9 @@ fn kv_of(kvs: &[etcd_client::KeyValue]) -> Kv {
     })
 }
 
-/// Runs one operation with a timeout, records it, returns its result.
-async fn run_op(
+/// Runs one operation with a timeout, records it (as `client`, talking to `member`), returns
+/// its result.
+pub async fn run_op(
     rec: &Recorder,
     client: usize,
     member: usize,
