@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod proto;
 pub mod raft;
+pub mod schema;
 pub mod server;
 pub mod snap;
 pub mod wait;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{code_and_message, member_id, ok, Cluster, Member};
 use etcd_client::{AlarmAction, AlarmType, Client, CompactionOptions, GetOptions};
-use ferrocd::backend::{Backend, BackendOptions, Bucket, WriteBatch};
+use ferrocd::backend::{Backend, BackendOptions, WriteBatch};
+use ferrocd::schema::Bucket;
 
 /// Cluster tests run one at a time (several clusters on two cores make elections flap).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -5,19 +5,14 @@ use std::collections::BTreeSet;
 
 use parking_lot::RwLock;
 
-use crate::backend::{Backend, BackendError, Bucket, WriteBatch};
+use crate::backend::{Backend, BackendError, WriteBatch};
 use crate::proto::etcdserverpb::{AlarmMember, AlarmType};
+use crate::schema::{alarm_key, parse_alarm_key, Bucket};
 
 /// The active alarms, readable from any thread, written only by the applier.
 #[derive(Default)]
 pub struct Alarms {
     active: RwLock<BTreeSet<(u64, i32)>>,
-}
-
-fn key(member_id: u64, alarm: i32) -> Vec<u8> {
-    let mut k = member_id.to_be_bytes().to_vec();
-    k.extend_from_slice(&alarm.to_be_bytes());
-    k
 }
 
 impl Alarms {
@@ -26,10 +21,8 @@ impl Alarms {
         let mut set = BTreeSet::new();
         for item in backend.range(Bucket::Alarm, &[], None) {
             let (k, _) = item?;
-            if k.len() == 12 {
-                let member = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
-                let alarm = i32::from_be_bytes(k[8..].try_into().unwrap_or_default());
-                set.insert((member, alarm));
+            if let Some(alarm) = parse_alarm_key(&k) {
+                set.insert(alarm);
             }
         }
         Ok(Alarms {
@@ -62,7 +55,7 @@ impl Alarms {
     pub fn activate(&self, batch: &mut WriteBatch, member_id: u64, alarm: i32) -> bool {
         let added = self.active.write().insert((member_id, alarm));
         if added {
-            batch.put(Bucket::Alarm, &key(member_id, alarm), &[][..]);
+            batch.put(Bucket::Alarm, &alarm_key(member_id, alarm), &[][..]);
         }
         added
     }
@@ -71,7 +64,7 @@ impl Alarms {
     pub fn deactivate(&self, batch: &mut WriteBatch, member_id: u64, alarm: i32) -> bool {
         let removed = self.active.write().remove(&(member_id, alarm));
         if removed {
-            batch.delete(Bucket::Alarm, &key(member_id, alarm));
+            batch.delete(Bucket::Alarm, &alarm_key(member_id, alarm));
         }
         removed
     }

@@ -1,6 +1,7 @@
 //! An atomic group of writes across buckets.
 
-use super::{prefixed, Bucket, Value, CONSISTENT_INDEX_KEY, CONSISTENT_TERM_KEY};
+use super::{prefixed, Value};
+use crate::schema::{meta, Bucket};
 
 /// Writes to several buckets that must reach the database together or not at all.
 ///
@@ -33,8 +34,12 @@ impl WriteBatch {
     /// replays the WAL from exactly the first entry this batch does not contain (and knows
     /// where that entry sits in raft's log even if the WAL lost it).
     pub fn set_consistent_index(&mut self, index: u64, term: u64) {
-        self.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &index.to_be_bytes()[..]);
-        self.put(Bucket::Meta, CONSISTENT_TERM_KEY, &term.to_be_bytes()[..]);
+        self.put(
+            Bucket::Meta,
+            meta::CONSISTENT_INDEX,
+            &index.to_be_bytes()[..],
+        );
+        self.put(Bucket::Meta, meta::TERM, &term.to_be_bytes()[..]);
     }
 
     /// True when nothing was added; committing an empty batch is a no-op.

@@ -72,7 +72,8 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{BackendOptions, Bucket, WriteBatch};
+    use crate::backend::{BackendOptions, WriteBatch};
+    use crate::schema::Bucket;
 
     fn fill(b: &Backend, from: u32, to: u32) {
         let mut batch = WriteBatch::new();

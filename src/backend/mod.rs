@@ -42,75 +42,10 @@ const LOCK_FILE: &str = "LOCK";
 /// Files a sled database (ferrocd before the move to an LSM-tree) keeps in the db dir.
 const SLED_MARKERS: [&str; 4] = ["conf", "blobs", "CURRENT", "gen-0"];
 
-/// Meta-bucket key of the last applied raft index (u64 big-endian), as in etcd.
-pub const CONSISTENT_INDEX_KEY: &[u8] = b"consistent_index";
-/// Meta-bucket key of the raft term of the entry at the consistent index (u64 big-endian), as
-/// etcd 3.5's `term`. Always written with the consistent index, so after a restart the applied
-/// index is a valid raft snapshot point even if the WAL lost its tail.
-pub const CONSISTENT_TERM_KEY: &[u8] = b"term";
-/// Meta-bucket key of the member this database belongs to (u64 big-endian). Local to the
-/// member: a snapshot from another member must never carry it over.
-pub const MEMBER_ID_KEY: &[u8] = b"member_id";
-
 /// A value read from the database: a cheaply clonable, immutable byte slice.
 pub type Value = lsm_tree::Slice;
 
-/// A namespace of keys inside the database.
-///
-/// The discriminants are the on-disk prefix bytes and must never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Bucket {
-    /// MVCC revisions: revision bytes → encoded key-value.
-    Key = 1,
-    /// Bookkeeping: consistent index, compaction revisions, ...
-    Meta = 2,
-    /// Leases.
-    Lease = 3,
-    /// Auth enabled flag and auth revision.
-    Auth = 4,
-    /// Auth users.
-    AuthUsers = 5,
-    /// Auth roles.
-    AuthRoles = 6,
-    /// Cluster members.
-    Members = 7,
-    /// Raised alarms (NOSPACE, CORRUPT).
-    Alarm = 8,
-}
-
-impl Bucket {
-    /// Every bucket, in prefix order; for tools that dump or copy the whole database.
-    pub const ALL: [Bucket; 8] = [
-        Bucket::Key,
-        Bucket::Meta,
-        Bucket::Lease,
-        Bucket::Auth,
-        Bucket::AuthUsers,
-        Bucket::AuthRoles,
-        Bucket::Members,
-        Bucket::Alarm,
-    ];
-
-    /// The on-disk prefix byte.
-    pub fn id(self) -> u8 {
-        self as u8
-    }
-
-    /// etcd's bucket name, for logs and tools.
-    pub fn name(self) -> &'static str {
-        match self {
-            Bucket::Key => "key",
-            Bucket::Meta => "meta",
-            Bucket::Lease => "lease",
-            Bucket::Auth => "auth",
-            Bucket::AuthUsers => "authUsers",
-            Bucket::AuthRoles => "authRoles",
-            Bucket::Members => "members",
-            Bucket::Alarm => "alarm",
-        }
-    }
-}
+use crate::schema::{meta, Bucket};
 
 pub(crate) fn prefixed(bucket: Bucket, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -391,13 +326,13 @@ impl Backend {
 
     /// The last raft index whose effects are in the database (0 on a new database).
     pub fn consistent_index(&self) -> Result<u64, BackendError> {
-        Ok(self.meta_u64(CONSISTENT_INDEX_KEY)?.unwrap_or(0))
+        Ok(self.meta_u64(meta::CONSISTENT_INDEX)?.unwrap_or(0))
     }
 
     /// The raft term of the entry at the consistent index; `None` when the database never
     /// recorded one (new, or written before ferrocd kept it).
     pub fn consistent_term(&self) -> Result<Option<u64>, BackendError> {
-        self.meta_u64(CONSISTENT_TERM_KEY)
+        self.meta_u64(meta::TERM)
     }
 
     fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
@@ -649,7 +584,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let b = open(tmp.path());
         let mut batch = WriteBatch::new();
-        batch.put(Bucket::Meta, CONSISTENT_INDEX_KEY, &b"abc"[..]);
+        batch.put(Bucket::Meta, meta::CONSISTENT_INDEX, &b"abc"[..]);
         b.commit(batch).unwrap();
         let err = b.consistent_index().unwrap_err();
         assert!(err.to_string().contains("expected 8"), "{err}");

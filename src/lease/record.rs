@@ -3,21 +3,18 @@
 
 use prost::Message as _;
 
-use crate::backend::{Backend, BackendError, Bucket, WriteBatch};
+use crate::backend::{Backend, BackendError, WriteBatch};
 use crate::proto::ferrocdpb::LeaseRecord;
-
-fn key(id: i64) -> [u8; 8] {
-    id.to_be_bytes()
-}
+use crate::schema::{lease_key, Bucket};
 
 /// Writes (or overwrites) a lease.
 pub(super) fn save(batch: &mut WriteBatch, rec: &LeaseRecord) {
-    batch.put(Bucket::Lease, &key(rec.id), rec.encode_to_vec());
+    batch.put(Bucket::Lease, &lease_key(rec.id), rec.encode_to_vec());
 }
 
 /// Deletes a lease.
 pub(super) fn delete(batch: &mut WriteBatch, id: i64) {
-    batch.delete(Bucket::Lease, &key(id));
+    batch.delete(Bucket::Lease, &lease_key(id));
 }
 
 /// Every lease in the backend. A record that does not decode is reported, not skipped: a lease

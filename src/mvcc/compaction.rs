@@ -2,9 +2,10 @@
 
 use std::time::Instant;
 
-use super::{MvccError, Revision, FINISHED_COMPACT_KEY};
-use crate::backend::{Backend, Bucket, WriteBatch};
+use super::{MvccError, Revision};
+use crate::backend::{Backend, WriteBatch};
 use crate::metrics::METRICS;
+use crate::schema::{meta, Bucket};
 
 /// Revision keys examined per backend batch: small enough that a batch never holds up the
 /// applier's commits for long, large enough to amortise commit overhead (etcd uses 1000).
@@ -72,7 +73,7 @@ impl Compaction {
             if done {
                 batch.put(
                     Bucket::Meta,
-                    FINISHED_COMPACT_KEY,
+                    meta::FINISHED_COMPACT_REV,
                     &Revision::new(self.rev, 0).to_bytes()[..],
                 );
             }

@@ -2,7 +2,8 @@
 
 use super::kv::decode_ref;
 use super::{Event, EventType, KeyValue, MvccError, Revision};
-use crate::backend::{Backend, Bucket};
+use crate::backend::Backend;
+use crate::schema::Bucket;
 
 /// The changes of revisions `from_rev..=to_rev` in revision order, read lazily from the
 /// backend so a watcher far behind is caught up in bounded memory.

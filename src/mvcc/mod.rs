@@ -33,11 +33,6 @@ pub use txn::{TxnResult, WriteTxn};
 
 use crate::backend::BackendError;
 
-/// Meta key of the revision the last requested compaction runs at.
-pub(crate) const SCHEDULED_COMPACT_KEY: &[u8] = b"scheduledCompactRev";
-/// Meta key of the revision the last completed physical compaction ran at.
-pub(crate) const FINISHED_COMPACT_KEY: &[u8] = b"finishedCompactRev";
-
 /// Why a store operation failed.
 ///
 /// `Compacted` and `FutureRev` are client errors the api layer maps to etcd's `OutOfRange`

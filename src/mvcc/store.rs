@@ -9,8 +9,9 @@ use super::group::Group;
 use super::index::{Index, KeyRange};
 use super::kv::{decode, decode_ref};
 use super::txn::WriteTxn;
-use super::{KeyValue, MvccError, Revision, FINISHED_COMPACT_KEY, SCHEDULED_COMPACT_KEY};
-use crate::backend::{Backend, Bucket, WriteBatch};
+use super::{KeyValue, MvccError, Revision};
+use crate::backend::{Backend, WriteBatch};
+use crate::schema::{meta, Bucket};
 
 /// How to read a range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,9 +67,9 @@ impl Store {
     /// `run` it, like etcd resumes a scheduled compaction.
     pub fn open(backend: Arc<Backend>) -> Result<(Store, Option<Compaction>), MvccError> {
         let started = Instant::now();
-        let finished = read_meta_rev(&backend, FINISHED_COMPACT_KEY)?;
+        let finished = read_meta_rev(&backend, meta::FINISHED_COMPACT_REV)?;
         let term = backend.consistent_term()?.unwrap_or(0);
-        let scheduled = read_meta_rev(&backend, SCHEDULED_COMPACT_KEY)?;
+        let scheduled = read_meta_rev(&backend, meta::SCHEDULED_COMPACT_REV)?;
 
         let mut index = Index::default();
         let mut current_rev = 1;
@@ -200,7 +201,7 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.put(
             Bucket::Meta,
-            SCHEDULED_COMPACT_KEY,
+            meta::SCHEDULED_COMPACT_REV,
             &Revision::new(rev, 0).to_bytes()[..],
         );
         batch.set_consistent_index(consistent_index, self.term);

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::backend::{Backend, BackendOptions, Bucket, WriteBatch};
+use crate::backend::{Backend, BackendOptions, WriteBatch};
+use crate::schema::{meta, Bucket};
 
 fn open_at(dir: &Path) -> (Store, Option<Compaction>) {
     let backend = Arc::new(Backend::open(dir, BackendOptions::default()).unwrap());
@@ -585,7 +586,7 @@ fn compaction_semantics() {
     assert_eq!(r.events[0].kv, kv(b"a", b"a4", 2, 11, 4));
     assert_eq!(
         s.backend()
-            .get(Bucket::Meta, FINISHED_COMPACT_KEY)
+            .get(Bucket::Meta, meta::FINISHED_COMPACT_REV)
             .unwrap()
             .unwrap()
             .as_ref(),
@@ -735,7 +736,7 @@ fn corrupt_backend_data_is_an_error_not_a_panic() {
 
     let mut b = WriteBatch::new();
     b.delete(Bucket::Key, b"bad-key");
-    b.put(Bucket::Meta, SCHEDULED_COMPACT_KEY, &b"x"[..]);
+    b.put(Bucket::Meta, meta::SCHEDULED_COMPACT_REV, &b"x"[..]);
     backend.commit(b).unwrap();
     assert!(matches!(
         Store::open(Arc::clone(&backend)),

@@ -7,7 +7,8 @@ use super::index::KeyRange;
 use super::kv::{encode, encode_kv};
 use super::store::{RangeOptions, RangeResult, Store};
 use super::{Event, EventType, KeyValue, MvccError, Revision};
-use crate::backend::{Bucket, WriteBatch};
+use crate::backend::WriteBatch;
+use crate::schema::Bucket;
 
 /// The outcome of a committed write transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

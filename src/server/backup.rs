@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::EtcdServer;
-use crate::backend::{Backend, Bucket};
+use crate::backend::Backend;
 use crate::error::EtcdError;
+use crate::schema::Bucket;
 use crate::snap::backup::{record_len, stream_len, BackupEncoder, BackupHeader, HEADER_LEN};
 use crate::snap::{self, Prepared, SnapshotStore};
 

@@ -18,17 +18,15 @@ use prost::Message as _;
 use raft::prelude::{ConfState, HardState};
 
 use super::members::{cluster_id, load_conf_state, member_id, save_conf_state, MemberTable};
-use crate::backend::{Backend, BackendOptions, Bucket, WriteBatch};
+use crate::backend::{Backend, BackendOptions, WriteBatch};
 use crate::config::url_to_string as url_string;
 use crate::config::{ClusterState, Config};
 use crate::error::ServerError;
 use crate::mvcc::{Compaction, Store};
 use crate::proto::ferrocdpb::{Member, WalMetadata};
 use crate::raft::RaftStorage;
+use crate::schema::{meta, Bucket};
 use crate::wal::{Record, Wal};
-
-const META_CLUSTER_ID: &[u8] = b"cluster_id";
-const META_MEMBER_ID: &[u8] = crate::backend::MEMBER_ID_KEY;
 
 /// What a member started with `--initial-cluster-state=existing` learned from the cluster.
 pub struct JoinInfo {
@@ -199,8 +197,8 @@ fn create_new(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError>
         ..Default::default()
     };
     save_conf_state(&mut batch, &cs);
-    batch.put(Bucket::Meta, META_CLUSTER_ID, &cid.to_be_bytes()[..]);
-    batch.put(Bucket::Meta, META_MEMBER_ID, &local.id.to_be_bytes()[..]);
+    batch.put(Bucket::Meta, meta::CLUSTER_ID, &cid.to_be_bytes()[..]);
+    batch.put(Bucket::Meta, meta::MEMBER_ID, &local.id.to_be_bytes()[..]);
     batch.set_consistent_index(1, 1);
     backend.commit(batch)?;
     backend.flush()?;
@@ -288,10 +286,10 @@ fn create_joining(
     }
     batch.put(
         Bucket::Meta,
-        META_CLUSTER_ID,
+        meta::CLUSTER_ID,
         &join.cluster_id.to_be_bytes()[..],
     );
-    batch.put(Bucket::Meta, META_MEMBER_ID, &local.id.to_be_bytes()[..]);
+    batch.put(Bucket::Meta, meta::MEMBER_ID, &local.id.to_be_bytes()[..]);
     backend.commit(batch)?;
     backend.flush()?;
     let meta = WalMetadata {
@@ -342,7 +340,7 @@ fn restart(cfg: &Config, wal_dir: &Path) -> Result<Bootstrapped, ServerError> {
                 wal_dir.display()
             ))
         })?;
-    if let Some(v) = backend.get(Bucket::Meta, META_MEMBER_ID)? {
+    if let Some(v) = backend.get(Bucket::Meta, meta::MEMBER_ID)? {
         let backend_member = u64::from_be_bytes(v[..].try_into().unwrap_or_default());
         if backend_member != meta.member_id {
             return Err(ServerError::State(format!(

@@ -10,8 +10,9 @@ use parking_lot::RwLock;
 use prost::Message as _;
 use sha1::{Digest, Sha1};
 
-use crate::backend::{Backend, BackendError, Bucket, WriteBatch};
+use crate::backend::{Backend, BackendError, WriteBatch};
 use crate::proto::ferrocdpb::Member;
+use crate::schema::{member_key, meta, Bucket};
 
 /// etcd's member id: SHA-1 over the sorted peer URLs, the cluster token and (for members added
 /// later) the time; the first 8 bytes big-endian.
@@ -64,13 +65,13 @@ impl MemberTable {
 
     /// Adds or replaces a member, persisting it in `batch`.
     pub fn upsert(&self, batch: &mut WriteBatch, m: Member) {
-        batch.put(Bucket::Members, &m.id.to_be_bytes(), m.encode_to_vec());
+        batch.put(Bucket::Members, &member_key(m.id), m.encode_to_vec());
         self.members.write().insert(m.id, m);
     }
 
     /// Removes a member, persisting it in `batch`.
     pub fn remove(&self, batch: &mut WriteBatch, id: u64) -> Option<Member> {
-        batch.delete(Bucket::Members, &id.to_be_bytes());
+        batch.delete(Bucket::Members, &member_key(id));
         self.members.write().remove(&id)
     }
 
@@ -101,9 +102,6 @@ impl MemberTable {
     }
 }
 
-/// Meta key of the raft configuration the backend was last applied with.
-pub const META_CONF_STATE: &[u8] = b"conf_state";
-
 /// Persists the raft configuration in `batch` (read back on restart).
 pub fn save_conf_state(batch: &mut WriteBatch, cs: &raft::prelude::ConfState) {
     let pb = crate::proto::ferrocdpb::ConfState {
@@ -113,13 +111,13 @@ pub fn save_conf_state(batch: &mut WriteBatch, cs: &raft::prelude::ConfState) {
         learners_next: cs.learners_next.clone(),
         auto_leave: cs.auto_leave,
     };
-    batch.put(Bucket::Meta, META_CONF_STATE, pb.encode_to_vec());
+    batch.put(Bucket::Meta, meta::CONF_STATE, pb.encode_to_vec());
 }
 
 /// The raft configuration stored in the backend, if any.
 pub fn load_conf_state(backend: &Backend) -> Result<Option<raft::prelude::ConfState>, String> {
     let Some(v) = backend
-        .get(Bucket::Meta, META_CONF_STATE)
+        .get(Bucket::Meta, meta::CONF_STATE)
         .map_err(|e| e.to_string())?
     else {
         return Ok(None);

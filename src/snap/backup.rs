@@ -18,7 +18,7 @@
 use sha2::{Digest, Sha256};
 
 use super::codec;
-use crate::backend::Bucket;
+use crate::schema::Bucket;
 
 /// The first bytes of every backup file; tells a ferrocd backup from an etcd (bbolt) one.
 pub const MAGIC: [u8; 8] = *b"FRCDBAK\0";

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::backup::{BackupHeader, ALIGN, HASH_LEN, HEADER_LEN, MAGIC};
-use crate::backend::Bucket;
+use crate::schema::Bucket;
 
 /// Why a backup file cannot be used; each names the file and says what to do.
 #[derive(Debug, thiserror::Error)]

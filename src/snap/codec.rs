@@ -1,7 +1,7 @@
 //! The snapshot data format: a flat sequence of backend records,
 //! `[bucket: u8][key len: u32 LE][key][value len: u32 LE][value]`, in any chunking.
 
-use crate::backend::Bucket;
+use crate::schema::Bucket;
 
 /// Appends one record.
 pub fn encode(buf: &mut Vec<u8>, bucket: Bucket, key: &[u8], value: &[u8]) {

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use raft::prelude::ConfState;
 
-use crate::backend::{Backend, BackendError, Bucket, WriteBatch};
+use crate::backend::{Backend, BackendError, WriteBatch};
 use crate::mvcc::Revision;
+use crate::schema::{meta, Bucket};
 
 /// Where a snapshot is, in raft terms, and which revision it holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -234,7 +235,7 @@ pub fn install(
     let err = |e: &dyn std::fmt::Display| format!("installing snapshot {}: {e}", path.display());
     // 1. Mark the backend as mid-install.
     let mut b = WriteBatch::new();
-    b.delete(Bucket::Meta, crate::backend::CONSISTENT_INDEX_KEY);
+    b.delete(Bucket::Meta, meta::CONSISTENT_INDEX);
     backend.commit(b).map_err(|e| err(&e))?;
     // 2. Clear every bucket.
     for bucket in Bucket::ALL {
@@ -262,11 +263,7 @@ pub fn install(
     while pos < data.len() {
         let (bucket, k, v, used) = codec::decode(&data[pos..]).map_err(|e| err(&e))?;
         pos += used;
-        if bucket == Bucket::Meta
-            && (k == crate::backend::CONSISTENT_INDEX_KEY
-                || k == crate::backend::CONSISTENT_TERM_KEY
-                || k == crate::backend::MEMBER_ID_KEY)
-        {
+        if bucket == Bucket::Meta && meta::LOCAL.contains(&k) {
             continue;
         }
         b.put(bucket, k, v);
@@ -287,11 +284,7 @@ pub fn install(
     }
     crash_point(backend, "snap-install-loaded");
     // 4. Done: the consistent index says the backend holds everything through `index`.
-    b.put(
-        Bucket::Meta,
-        crate::backend::MEMBER_ID_KEY,
-        &member_id.to_be_bytes()[..],
-    );
+    b.put(Bucket::Meta, meta::MEMBER_ID, &member_id.to_be_bytes()[..]);
     b.set_consistent_index(index, term);
     backend.commit(b).map_err(|e| err(&e))?;
     backend.flush().map_err(|e| err(&e))?;

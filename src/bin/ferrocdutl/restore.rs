@@ -11,10 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferrocd::backend::{
-    Backend, BackendOptions, Bucket, WriteBatch, CONSISTENT_INDEX_KEY, CONSISTENT_TERM_KEY,
-};
+use ferrocd::backend::{Backend, BackendOptions, WriteBatch};
 use ferrocd::config::{ClusterState, Config};
+use ferrocd::schema::{meta, Bucket};
 use ferrocd::server::bootstrap;
 use ferrocd::snap::backup_read;
 
@@ -91,15 +90,14 @@ pub fn restore(file: &Path, cfg: &Config) -> Result<Restored, Error> {
 }
 
 /// Loads every record of the (verified) backup into a new backend at `db`, except what names
-/// the old cluster: its members and its applied raft index and term. The new cluster's bootstrap
+/// the old cluster: its members and its member-local meta keys (applied raft index and term,
+/// member id). The new cluster's bootstrap
 /// writes those.
 fn load(file: &Path, db: &Path) -> Result<(), Error> {
     let backend = Arc::new(Backend::open(db, BackendOptions::default())?);
     let mut batch = WriteBatch::new();
     backup_read::read_records(file, |bucket, key, value| {
-        let raft_position =
-            bucket == Bucket::Meta && (key == CONSISTENT_INDEX_KEY || key == CONSISTENT_TERM_KEY);
-        if bucket == Bucket::Members || raft_position {
+        if bucket == Bucket::Members || (bucket == Bucket::Meta && meta::LOCAL.contains(&key)) {
             return Ok(());
         }
         batch.put(bucket, key, value.to_vec());
