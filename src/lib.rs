@@ -14,6 +14,7 @@ pub mod error;
 #[cfg(debug_assertions)]
 pub mod fault;
 pub mod lease;
+pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod proto;

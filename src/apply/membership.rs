@@ -10,10 +10,10 @@ use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, 
 
 use super::{Applier, ApplyResponse, ApplyResult};
 use crate::error::EtcdError;
+use crate::membership::save_conf_state;
 use crate::metrics::METRICS;
 use crate::proto::ferrocdpb::{ConfChangeContext, MemberAttributes, MemberPeerUrls};
 use crate::raft::transport::hex;
-use crate::server::members::save_conf_state;
 
 impl Applier {
     /// Applies a committed conf change entry; `cs` is the configuration raft reached with it.

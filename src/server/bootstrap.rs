@@ -17,11 +17,11 @@ use std::sync::Arc;
 use prost::Message as _;
 use raft::prelude::{ConfState, HardState};
 
-use super::members::{cluster_id, load_conf_state, member_id, save_conf_state, MemberTable};
 use crate::backend::{Backend, BackendOptions, WriteBatch};
 use crate::config::url_to_string as url_string;
 use crate::config::{ClusterState, Config};
 use crate::error::ServerError;
+use crate::membership::{cluster_id, load_conf_state, member_id, save_conf_state, MemberTable};
 use crate::mvcc::{Compaction, Store};
 use crate::proto::ferrocdpb::{Member, WalMetadata};
 use crate::raft::RaftStorage;

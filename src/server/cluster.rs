@@ -7,10 +7,10 @@ use prost::Message as _;
 use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use tonic::transport::Endpoint;
 
-use super::members::member_id;
 use super::EtcdServer;
 use crate::apply::ApplyResponse;
 use crate::error::EtcdError;
+use crate::membership::member_id;
 use crate::proto::ferrocdpb::peer_client::PeerClient;
 use crate::proto::ferrocdpb::{
     internal_request::Request, ConfChangeContext, LearnerReadyRequest, Member, MemberPeerUrls,

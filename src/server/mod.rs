@@ -10,7 +10,6 @@ pub mod corrupt;
 pub mod defrag;
 pub mod join;
 pub mod lease;
-pub mod members;
 pub mod quota;
 pub mod read_index;
 pub mod watch_wait;
@@ -31,6 +30,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{EtcdError, ServerError};
 use crate::lease::Lessor;
+use crate::membership::MemberTable;
 use crate::metrics::METRICS;
 use crate::mvcc::watch::{HubConfig, WatchHub};
 use crate::mvcc::Store;
@@ -46,7 +46,6 @@ use crate::raft::{Node, NodeMsg, NodeParts, RaftStatus};
 use crate::snap::SnapshotStore;
 use crate::wait::{IdGenerator, Wait};
 use bootstrap::Bootstrapped;
-use members::MemberTable;
 use read_index::ReadIndex;
 
 /// The etcd version ferrocd speaks; clients gate features on it.

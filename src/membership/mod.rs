@@ -1,4 +1,8 @@
-//! The member table: who is in the cluster, their ids, names and URLs.
+//! Cluster membership as the applier keeps it: the member table (who is in the cluster, their
+//! ids, names and URLs), etcd's member and cluster id derivation, and the raft configuration
+//! persisted next to them. Written only by the applier (and bootstrap, before it runs); read by
+//! the server, the peer transport's owner and the API. Lives below `apply` and `server` so
+//! both can use it without the applier importing the server (etcd: `membership`).
 //!
 //! Ids are derived exactly as etcd derives them (SHA-1 of the sorted peer URLs and the cluster
 //! token; the cluster id from the sorted member ids), so a cluster started with the same flags
