@@ -22,5 +22,6 @@ pub mod raft;
 pub mod schema;
 pub mod server;
 pub mod snap;
+pub mod txn;
 pub mod wait;
 pub mod wal;

@@ -5,7 +5,6 @@
 //! (`consistent_index`), so a restart replays exactly the entries the backend has not seen.
 
 pub mod alarm;
-pub mod kv;
 mod lease;
 mod membership;
 mod snapshot;
@@ -36,6 +35,7 @@ use crate::proto::ferrocdpb::{internal_request::Request, InternalRequest};
 use crate::raft::transport::PeerTransport;
 use crate::raft::{ApplyTask, NodeMsg};
 use crate::snap::SnapshotStore;
+use crate::txn;
 use crate::wait::Wait;
 use alarm::Alarms;
 
@@ -318,23 +318,23 @@ impl Applier {
                 }
                 METRICS.put_total.inc();
                 METRICS.put_total_debugging.inc();
-                kv::put(&mut txn, begin_rev, p, &lease_exists).map(ApplyResponse::Put)
+                txn::put(&mut txn, begin_rev, p, &lease_exists).map(ApplyResponse::Put)
             }
             Request::DeleteRange(d) => {
                 METRICS.delete_total.inc();
                 METRICS.delete_total_debugging.inc();
-                Ok(ApplyResponse::DeleteRange(kv::delete_range(
+                Ok(ApplyResponse::DeleteRange(txn::delete_range(
                     &mut txn, begin_rev, false, d,
                 )))
             }
             Request::Txn(t) => {
                 METRICS.txn_total.inc();
                 METRICS.txn_total_debugging.inc();
-                let path = kv::txn_path(&txn, t);
-                match kv::check_txn(&txn, t, &path, begin_rev, compact_rev, &lease_exists) {
+                let path = txn::txn_path(&txn, t);
+                match txn::check_txn(&txn, t, &path, begin_rev, compact_rev, &lease_exists) {
                     Err(e) => Err(e),
                     Ok(()) if nospace && txn_puts(t, &path) => Err(EtcdError::NoSpace),
-                    Ok(()) => kv::write_txn(&mut txn, t, &path, begin_rev, &lease_exists)
+                    Ok(()) => txn::write_txn(&mut txn, t, &path, begin_rev, &lease_exists)
                         .map(ApplyResponse::Txn),
                 }
             }
@@ -376,7 +376,7 @@ impl Applier {
 
     fn apply_compaction(&mut self, c: CompactionRequest, index: u64) -> ApplyResult {
         let mut store = self.store.write();
-        let compaction = store.compact(c.revision, index).map_err(kv::mvcc_err)?;
+        let compaction = store.compact(c.revision, index).map_err(txn::mvcc_err)?;
         let rev = store.current_revision();
         METRICS.compact_revision.set(c.revision);
         drop(store);

@@ -25,7 +25,7 @@ use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::apply::alarm::Alarms;
-use crate::apply::{kv, run_compactor, Applier, ApplyResponse, ApplyResult, CompactJob};
+use crate::apply::{run_compactor, Applier, ApplyResponse, ApplyResult, CompactJob};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::{EtcdError, ServerError};
@@ -44,6 +44,7 @@ use crate::raft::peer_service::PeerService;
 use crate::raft::transport::{PeerTransport, SharedTransport};
 use crate::raft::{Node, NodeMsg, NodeParts, RaftStatus};
 use crate::snap::SnapshotStore;
+use crate::txn;
 use crate::wait::{IdGenerator, Wait};
 use bootstrap::Bootstrapped;
 use read_index::ReadIndex;
@@ -517,7 +518,7 @@ impl EtcdServer {
         METRICS.range_total_debugging.inc();
         let mut resp = {
             let store = self.store.read();
-            kv::range(&*store, &r)?
+            txn::range(&*store, &r)?
         };
         self.fill(&mut resp.header);
         Ok(resp)
@@ -555,18 +556,18 @@ impl EtcdServer {
 
     /// KV.Txn: read-only txns are served as reads, others go through raft.
     pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        if kv::is_read_only(&r) {
+        if txn::is_read_only(&r) {
             if self.alarms.has(AlarmType::Corrupt) {
                 return Err(EtcdError::Corrupt);
             }
-            if !kv::is_serializable(&r) {
+            if !txn::is_serializable(&r) {
                 self.read_barrier().await?;
             }
             METRICS.txn_total.inc();
             METRICS.txn_total_debugging.inc();
             let mut resp = {
                 let store = self.store.read();
-                kv::read_only_txn(
+                txn::read_only_txn(
                     &*store,
                     &r,
                     store.current_revision(),
@@ -695,7 +696,7 @@ impl EtcdServer {
 
     /// HashKV at `rev` (0 = current): (hash, compact revision, revision hashed).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), EtcdError> {
-        self.store.read().hash_kv(rev).map_err(kv::mvcc_err)
+        self.store.read().hash_kv(rev).map_err(txn::mvcc_err)
     }
 
     /// The current leader's id (0 if none).
