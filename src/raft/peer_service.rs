@@ -1,6 +1,7 @@
-//! The peer gRPC service: receives raft messages and snapshots from other members, tells a
-//! joining member who is in the cluster, and answers the leader-side calls followers forward
-//! (learner readiness, lease keep-alives and time-to-live).
+//! The raft half of the peer port: receives raft message batches and snapshots from other
+//! members and steps them into the raft loop. (The member-to-member calls outside raft —
+//! membership for joiners, learner readiness, forwarded lease calls, HashKV — are
+//! `server::member_service`, served on the same port.)
 //!
 //! Every batch names its cluster and destination; a message from another cluster (a member
 //! started with a different --initial-cluster-token, or pointed at the wrong peer URL) is
@@ -8,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::Sender as StdSender;
-use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
@@ -17,39 +17,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::node::NodeMsg;
 use super::transport::hex;
-use crate::error::EtcdError;
 use crate::metrics::METRICS;
-use crate::proto::etcdserverpb::{
-    HashKvRequest, HashKvResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-};
-use crate::proto::ferrocdpb::peer_server::Peer;
-use crate::proto::ferrocdpb::{
-    LearnerReadyRequest, LearnerReadyResponse, LeaseRenewRequest, LeaseRenewResponse, Member,
-    MembersRequest, MembersResponse, RaftBatch, SendAck, SnapshotAck, SnapshotChunk,
-};
-use futures::future::BoxFuture;
+use crate::proto::ferrocdpb::raft_server::Raft;
+use crate::proto::ferrocdpb::{RaftBatch, SendAck, SnapshotAck, SnapshotChunk};
 
-/// Answers "is this learner caught up with the leader?" (only the leader can tell).
-pub type LearnerCheck =
-    Arc<dyn Fn(u64) -> tokio::sync::oneshot::Receiver<Result<(), String>> + Send + Sync>;
-/// Lists the current members.
-pub type MemberList = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
-
-/// This member's HashKV at a revision: (hash, compact revision, revision hashed).
-pub type HashKvFn = Arc<dyn Fn(i64) -> Result<(u32, i64, i64), EtcdError> + Send + Sync>;
-
-/// Lease calls only the leader can answer; followers forward them here.
-pub trait LeaseLeader: Send + Sync {
-    /// Renews a lease; the granted TTL.
-    fn renew(&self, id: i64) -> BoxFuture<'static, Result<i64, EtcdError>>;
-    /// A lease's time-to-live.
-    fn time_to_live(
-        &self,
-        req: LeaseTimeToLiveRequest,
-    ) -> BoxFuture<'static, Result<LeaseTimeToLiveResponse, EtcdError>>;
-}
-
-/// The peer service of one member.
+/// The raft service of one member.
 pub struct PeerService {
     /// This member.
     pub self_id: u64,
@@ -59,14 +31,6 @@ pub struct PeerService {
     pub node_tx: StdSender<NodeMsg>,
     /// Where received snapshots are kept.
     pub snap_dir: PathBuf,
-    /// The member table.
-    pub members: MemberList,
-    /// The learner readiness check.
-    pub learner_check: LearnerCheck,
-    /// Forwarded lease calls.
-    pub leases: Arc<dyn LeaseLeader>,
-    /// HashKV for the leader's corruption check.
-    pub hash_kv: HashKvFn,
 }
 
 impl PeerService {
@@ -94,7 +58,7 @@ impl PeerService {
 }
 
 #[tonic::async_trait]
-impl Peer for PeerService {
+impl Raft for PeerService {
     async fn send(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<SendAck>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.next().await {
@@ -172,77 +136,5 @@ impl Peer for PeerService {
             return Err(Status::unavailable("etcdserver: server stopped"));
         }
         Ok(Response::new(SnapshotAck { bytes }))
-    }
-
-    async fn members(
-        &self,
-        _: Request<MembersRequest>,
-    ) -> Result<Response<MembersResponse>, Status> {
-        Ok(Response::new(MembersResponse {
-            cluster_id: self.cluster_id,
-            members: (self.members)(),
-        }))
-    }
-
-    async fn learner_ready(
-        &self,
-        req: Request<LearnerReadyRequest>,
-    ) -> Result<Response<LearnerReadyResponse>, Status> {
-        let rx = (self.learner_check)(req.get_ref().member_id);
-        let res = rx.await.unwrap_or_else(|_| Err("server stopped".into()));
-        Ok(Response::new(match res {
-            Ok(()) => LearnerReadyResponse {
-                ready: true,
-                reason: String::new(),
-            },
-            Err(reason) => LearnerReadyResponse {
-                ready: false,
-                reason,
-            },
-        }))
-    }
-
-    async fn lease_renew(
-        &self,
-        req: Request<LeaseRenewRequest>,
-    ) -> Result<Response<LeaseRenewResponse>, Status> {
-        Ok(Response::new(
-            match self.leases.renew(req.get_ref().id).await {
-                Ok(ttl) => LeaseRenewResponse {
-                    ttl,
-                    error: String::new(),
-                },
-                Err(e) => LeaseRenewResponse {
-                    ttl: 0,
-                    error: e.to_string(),
-                },
-            },
-        ))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        req: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        Ok(Response::new(
-            self.leases.time_to_live(req.into_inner()).await?,
-        ))
-    }
-
-    async fn hash_kv(
-        &self,
-        req: Request<HashKvRequest>,
-    ) -> Result<Response<HashKvResponse>, Status> {
-        let f = self.hash_kv.clone();
-        let rev = req.get_ref().revision;
-        let (hash, compact_revision, hash_revision) = tokio::task::spawn_blocking(move || f(rev))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(HashKvResponse {
-            header: None,
-            hash,
-            compact_revision,
-            hash_revision,
-        }))
     }
 }

@@ -6,7 +6,9 @@
 //! directly. A task per peer keeps that call connected (reconnecting with backoff) and tells
 //! raft the peer is unreachable when it breaks, so the leader probes it again. A full or
 //! missing stream drops the batch (raft retransmits).
-//! Snapshots stream in chunks on a separate call, so heartbeats never wait behind them.
+//! Snapshots stream in chunks on a separate call, so heartbeats never wait behind them. The
+//! transport does not know where a snapshot's data lives: the member gives it a
+//! [`SnapshotSource`] that produces the body of the snapshot raft asked to send.
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender as StdSender;
@@ -22,11 +24,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::node::NodeMsg;
-use crate::backend::Backend;
 use crate::metrics::METRICS;
-use crate::proto::ferrocdpb::peer_client::PeerClient;
+use crate::proto::ferrocdpb::raft_client::RaftClient;
 use crate::proto::ferrocdpb::{RaftBatch, SnapshotChunk};
-use crate::snap::SnapshotStore;
+
+/// The body of one outgoing snapshot: run on a blocking thread, it passes the encoded data to
+/// `emit` chunk by chunk (stopping when `emit` returns false) and returns the bytes produced.
+pub type SnapshotBody =
+    Box<dyn FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, String> + Send>;
+
+/// Where outgoing snapshots' data comes from: the body of the snapshot raft made at `index`,
+/// or `None` if this member has none ready at that index (raft asks again).
+pub type SnapshotSource = Arc<dyn Fn(u64) -> Option<SnapshotBody> + Send + Sync>;
 
 /// Delivers raft messages to peers. Must not block the raft loop: queue and return.
 pub trait Transport: Send {
@@ -36,8 +45,6 @@ pub trait Transport: Send {
 
 /// Batches (one per raft Ready) queued per peer before new ones are dropped.
 const QUEUE: usize = 1024;
-/// Snapshot data per chunk.
-const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// The live stream to a peer: the raft loop pushes encoded batches straight into the channel
 /// the gRPC call reads from (no task in between); `None` while disconnected.
@@ -55,8 +62,7 @@ pub struct PeerTransport {
     cluster_id: u64,
     rt: Handle,
     node_tx: StdSender<NodeMsg>,
-    snaps: Arc<SnapshotStore>,
-    backend: Arc<Backend>,
+    snapshots: SnapshotSource,
     peers: Mutex<HashMap<u64, Peer>>,
     active_since: Arc<Mutex<HashMap<u64, Instant>>>,
 }
@@ -68,16 +74,14 @@ impl PeerTransport {
         cluster_id: u64,
         rt: Handle,
         node_tx: StdSender<NodeMsg>,
-        snaps: Arc<SnapshotStore>,
-        backend: Arc<Backend>,
+        snapshots: SnapshotSource,
     ) -> Arc<PeerTransport> {
         Arc::new(PeerTransport {
             self_id,
             cluster_id,
             rt,
             node_tx,
-            snaps,
-            backend,
+            snapshots,
             peers: Mutex::new(HashMap::new()),
             active_since: Arc::new(Mutex::new(HashMap::new())),
         })
@@ -141,8 +145,7 @@ impl PeerTransport {
             Some(p) => p.urls.clone(),
             None => return,
         };
-        let prepared = self.snaps.latest().filter(|p| p.meta.index == index);
-        let Some(prepared) = prepared else {
+        let Some(body) = (self.snapshots)(index) else {
             tracing::warn!(
                 to = hex(to),
                 index,
@@ -151,11 +154,7 @@ impl PeerTransport {
             let _ = self.node_tx.send(NodeMsg::SnapshotStatus { to, ok: false });
             return;
         };
-        let (snaps, backend, node_tx) = (
-            self.snaps.clone(),
-            self.backend.clone(),
-            self.node_tx.clone(),
-        );
+        let node_tx = self.node_tx.clone();
         let (cluster_id, from) = (self.cluster_id, self.self_id);
         self.rt.spawn(async move {
             let started = Instant::now();
@@ -170,7 +169,7 @@ impl PeerTransport {
             };
             let _ = tx.send(first).await;
             let producer = tokio::task::spawn_blocking(move || {
-                crate::snap::stream(&snaps, &backend, &prepared, SNAPSHOT_CHUNK, |data| {
+                body(&mut |data| {
                     tx.blocking_send(SnapshotChunk {
                         cluster_id,
                         from,
@@ -183,7 +182,7 @@ impl PeerTransport {
             });
             let result = async {
                 let ch = connect(&urls).await?;
-                let mut client = PeerClient::new(ch).max_encoding_message_size(usize::MAX);
+                let mut client = RaftClient::new(ch).max_encoding_message_size(usize::MAX);
                 let ack = client
                     .send_snapshot(ReceiverStream::new(rx))
                     .await
@@ -342,7 +341,7 @@ async fn run_stream(ctx: StreamCtx) {
             .active_peers
             .with_label_values(&[&local, &remote])
             .set(1);
-        let mut client = PeerClient::new(ch).max_encoding_message_size(usize::MAX);
+        let mut client = RaftClient::new(ch).max_encoding_message_size(usize::MAX);
         match client.send(ReceiverStream::new(stream_rx)).await {
             Err(status) => {
                 tracing::warn!(peer = %remote, code = ?status.code(), error = %status.message(), "peer stream closed")

@@ -11,7 +11,7 @@ use super::EtcdServer;
 use crate::apply::ApplyResponse;
 use crate::error::EtcdError;
 use crate::membership::member_id;
-use crate::proto::ferrocdpb::peer_client::PeerClient;
+use crate::proto::ferrocdpb::members_client::MembersClient;
 use crate::proto::ferrocdpb::{
     internal_request::Request, ConfChangeContext, LearnerReadyRequest, Member, MemberPeerUrls,
 };
@@ -286,7 +286,7 @@ impl EtcdServer {
             let Ok(ch) = ep.connect_timeout(Duration::from_secs(2)).connect().await else {
                 continue;
             };
-            if let Ok(resp) = PeerClient::new(ch)
+            if let Ok(resp) = MembersClient::new(ch)
                 .learner_ready(LearnerReadyRequest { member_id: id })
                 .await
             {

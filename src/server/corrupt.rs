@@ -15,7 +15,7 @@ use super::EtcdServer;
 use crate::proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmType, HashKvRequest,
 };
-use crate::proto::ferrocdpb::peer_client::PeerClient;
+use crate::proto::ferrocdpb::members_client::MembersClient;
 
 /// How long the leader waits for one member's hash.
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,7 +71,7 @@ impl EtcdServer {
             };
             // A member behind our revision answers `future revision`, one compacted past it
             // `compacted`: neither can be compared this round.
-            let Ok(resp) = PeerClient::new(ch)
+            let Ok(resp) = MembersClient::new(ch)
                 .hash_kv(HashKvRequest { revision: rev })
                 .await
             else {

@@ -9,7 +9,7 @@ use tonic::transport::Endpoint;
 use super::bootstrap::JoinInfo;
 use crate::config::{url_to_string, Config};
 use crate::error::ServerError;
-use crate::proto::ferrocdpb::peer_client::PeerClient;
+use crate::proto::ferrocdpb::members_client::MembersClient;
 use crate::proto::ferrocdpb::MembersRequest;
 
 /// How long to keep trying the other members.
@@ -48,7 +48,7 @@ pub async fn fetch_cluster(cfg: &Config) -> Result<JoinInfo, ServerError> {
                 }
             };
             match ep.connect().await {
-                Ok(ch) => match PeerClient::new(ch).members(MembersRequest {}).await {
+                Ok(ch) => match MembersClient::new(ch).members(MembersRequest {}).await {
                     Ok(resp) => {
                         let r = resp.into_inner();
                         tracing::info!(via = %t, cluster_id = format!("{:x}", r.cluster_id), members = r.members.len(), "fetched cluster membership");

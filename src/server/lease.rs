@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
@@ -23,9 +22,8 @@ use crate::proto::etcdserverpb::{
     LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::proto::ferrocdpb::internal_request::Request;
-use crate::proto::ferrocdpb::peer_client::PeerClient;
+use crate::proto::ferrocdpb::members_client::MembersClient;
 use crate::proto::ferrocdpb::{LeaseCheckpoints, LeaseExpiries, LeaseExpiry, LeaseRenewRequest};
-use crate::raft::peer_service::LeaseLeader;
 
 /// How long to wait between attempts to reach a leader for a forwarded lease call.
 const RETRY: Duration = Duration::from_millis(50);
@@ -34,11 +32,11 @@ const RETRY: Duration = Duration::from_millis(50);
 /// a follower must not connect per request.
 #[derive(Default)]
 pub struct LeaderLink {
-    cached: Mutex<Option<(u64, PeerClient<Channel>)>>,
+    cached: Mutex<Option<(u64, MembersClient<Channel>)>>,
 }
 
 impl LeaderLink {
-    fn client(&self, leader: u64, peer_urls: &[String]) -> Option<PeerClient<Channel>> {
+    fn client(&self, leader: u64, peer_urls: &[String]) -> Option<MembersClient<Channel>> {
         let mut cached = self.cached.lock();
         if let Some((id, c)) = &*cached {
             if *id == leader {
@@ -50,7 +48,7 @@ impl LeaderLink {
             .find_map(|u| Endpoint::from_shared(u.clone()).ok())?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
-        let client = PeerClient::new(ep.connect_lazy());
+        let client = MembersClient::new(ep.connect_lazy());
         *cached = Some((leader, client.clone()));
         Some(client)
     }
@@ -232,7 +230,7 @@ impl EtcdServer {
         true
     }
 
-    fn leader_client(&self, leader: u64) -> Result<PeerClient<Channel>, EtcdError> {
+    fn leader_client(&self, leader: u64) -> Result<MembersClient<Channel>, EtcdError> {
         let urls = self
             .members
             .get(leader)
@@ -364,23 +362,5 @@ fn timeout_error(last: EtcdError) -> EtcdError {
         EtcdError::NoLeader => EtcdError::NoLeader,
         EtcdError::Stopped => EtcdError::Stopped,
         _ => EtcdError::Timeout,
-    }
-}
-
-/// The leader side of forwarded lease calls, for the peer service.
-pub struct LeaderLeases(pub Arc<EtcdServer>);
-
-impl LeaseLeader for LeaderLeases {
-    fn renew(&self, id: i64) -> BoxFuture<'static, Result<i64, EtcdError>> {
-        let server = self.0.clone();
-        Box::pin(async move { server.local_lease_renew(id).await })
-    }
-
-    fn time_to_live(
-        &self,
-        req: LeaseTimeToLiveRequest,
-    ) -> BoxFuture<'static, Result<LeaseTimeToLiveResponse, EtcdError>> {
-        let server = self.0.clone();
-        Box::pin(async move { server.local_lease_time_to_live(&req).await })
     }
 }

@@ -10,6 +10,7 @@ pub mod corrupt;
 pub mod defrag;
 pub mod join;
 pub mod lease;
+pub mod member_service;
 pub mod quota;
 pub mod read_index;
 pub mod watch_wait;
@@ -163,8 +164,7 @@ impl EtcdServer {
             boot.cluster_id,
             tokio::runtime::Handle::current(),
             node_tx.clone(),
-            snaps.clone(),
-            boot.backend.clone(),
+            snapshot_source(snaps.clone(), boot.backend.clone()),
         );
         transport.set_peers(&members.peer_urls());
 
@@ -331,28 +331,13 @@ impl EtcdServer {
         listener: tokio::net::TcpListener,
         snap_dir: std::path::PathBuf,
     ) {
-        let me = self.clone();
-        let members = self.members.clone();
-        let svc = PeerService {
+        let raft = PeerService {
             self_id: self.member_id,
             cluster_id: self.cluster_id,
             node_tx: self.node_tx.clone(),
             snap_dir,
-            members: Arc::new(move || members.list()),
-            leases: Arc::new(lease::LeaderLeases(self.clone())),
-            hash_kv: {
-                let me = self.clone();
-                Arc::new(move |rev| me.hash_kv(rev))
-            },
-            learner_check: Arc::new(move |id| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let me = me.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(me.local_learner_check(id).await);
-                });
-                rx
-            }),
         };
+        let members = member_service::MemberService(self.clone());
         let addr = listener.local_addr().ok();
         tracing::info!(addr = ?addr, "serving peer traffic");
         let incoming =
@@ -360,10 +345,13 @@ impl EtcdServer {
         tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .add_service(
-                    crate::proto::ferrocdpb::peer_server::PeerServer::new(svc)
+                    crate::proto::ferrocdpb::raft_server::RaftServer::new(raft)
                         .max_decoding_message_size(usize::MAX)
                         .max_encoding_message_size(usize::MAX),
                 )
+                .add_service(crate::proto::ferrocdpb::members_server::MembersServer::new(
+                    members,
+                ))
                 .serve_with_incoming(incoming)
                 .await;
             if let Err(e) = res {
@@ -747,4 +735,18 @@ impl EtcdServer {
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+}
+
+/// The peer transport's view of this member's snapshots: the prepared one at an index, its
+/// key history streamed from the backend.
+fn snapshot_source(
+    snaps: Arc<SnapshotStore>,
+    backend: Arc<Backend>,
+) -> crate::raft::transport::SnapshotSource {
+    Arc::new(move |index| {
+        let body = crate::snap::outgoing(&snaps, &backend, index)?;
+        Some(Box::new(move |emit: &mut dyn FnMut(Vec<u8>) -> bool| {
+            body(emit).map_err(|e| e.to_string())
+        }) as crate::raft::transport::SnapshotBody)
+    })
 }

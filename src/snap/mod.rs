@@ -125,6 +125,26 @@ pub fn key_records(
         })
 }
 
+/// Snapshot data per chunk sent to a peer.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The body of the prepared snapshot at raft index `index`, if that is the newest prepared one:
+/// a producer (to run on a blocking thread) that streams it in [`CHUNK_BYTES`] chunks to
+/// `emit` and returns the bytes produced. What the peer transport sends.
+pub fn outgoing(
+    store: &Arc<SnapshotStore>,
+    backend: &Arc<Backend>,
+    index: u64,
+) -> Option<
+    impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, BackendError> + Send + 'static,
+> {
+    let prepared = store.latest().filter(|p| p.meta.index == index)?;
+    let (store, backend) = (store.clone(), backend.clone());
+    Some(move |emit: &mut dyn FnMut(Vec<u8>) -> bool| {
+        stream(&store, &backend, &prepared, CHUNK_BYTES, emit)
+    })
+}
+
 /// Streams a prepared snapshot's data as encoded chunks of about `chunk_bytes`, calling `emit`
 /// for each (returning false stops). Holds the compaction lock shared for the duration.
 pub fn stream(
