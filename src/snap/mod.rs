@@ -128,21 +128,24 @@ pub fn key_records(
 /// Snapshot data per chunk sent to a peer.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
-/// The body of the prepared snapshot at raft index `index`, if that is the newest prepared one:
-/// a producer (to run on a blocking thread) that streams it in [`CHUNK_BYTES`] chunks to
-/// `emit` and returns the bytes produced. What the peer transport sends.
+/// A producer of one outgoing snapshot's body (run it on a blocking thread): it streams the
+/// data in [`CHUNK_BYTES`] chunks to `emit` (stopping when `emit` returns false) and returns
+/// the bytes produced.
+pub type OutgoingBody =
+    Box<dyn FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, BackendError> + Send>;
+
+/// The body of the prepared snapshot at raft index `index`, if that is the newest prepared
+/// one: what the peer transport sends.
 pub fn outgoing(
     store: &Arc<SnapshotStore>,
     backend: &Arc<Backend>,
     index: u64,
-) -> Option<
-    impl FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) -> Result<u64, BackendError> + Send + 'static,
-> {
+) -> Option<OutgoingBody> {
     let prepared = store.latest().filter(|p| p.meta.index == index)?;
     let (store, backend) = (store.clone(), backend.clone());
-    Some(move |emit: &mut dyn FnMut(Vec<u8>) -> bool| {
+    Some(Box::new(move |emit: &mut dyn FnMut(Vec<u8>) -> bool| {
         stream(&store, &backend, &prepared, CHUNK_BYTES, emit)
-    })
+    }))
 }
 
 /// Streams a prepared snapshot's data as encoded chunks of about `chunk_bytes`, calling `emit`
