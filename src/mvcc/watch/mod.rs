@@ -25,12 +25,13 @@
 //! store lock is never taken while holding either.
 //!
 //! Files: `hub` is the public handle (threads, applier calls, restore); `stream` one
-//! stream's handle and the create / cancel / progress operations; `state` per-watcher state
-//! and transitions;
+//! stream's handle and the create / cancel / progress operations; `spec` the watcher
+//! description the hub accepts ([`WatchSpec`]); `state` per-watcher state and transitions;
 //! `ring` the recent revisions; `dispatch` and `catchup` the two threads; `event` the shared
 //! events and their encodings; `outgoing` what is queued for a stream; `queue` the bounded
 //! queue between the hub and one stream; `interval` matches keys to watchers; `config` the
-//! bounds. The gRPC adapter, which adds headers and encodes the responses, is `api::watch`.
+//! bounds. The gRPC adapter, which converts etcd's `WatchCreateRequest` into a [`WatchSpec`]
+//! and headers and encodes the responses, is `api::watch`.
 
 mod catchup;
 mod config;
@@ -41,6 +42,7 @@ mod interval;
 mod outgoing;
 mod queue;
 mod ring;
+mod spec;
 mod state;
 mod stream;
 #[cfg(test)]
@@ -54,4 +56,5 @@ pub use outgoing::{
     Control, EventsMsg, Outgoing, ERR_DUPLICATE_ID, ERR_EMPTY_RANGE, INVALID_WATCH_ID,
 };
 pub use queue::StreamQueue;
+pub use spec::WatchSpec;
 pub use stream::{StreamId, WatchStreamHandle};

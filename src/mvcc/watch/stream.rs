@@ -1,6 +1,6 @@
 //! One stream's side of the hub: [`WatchStreamHandle`] (what the gRPC adapter and the
 //! server's in-process watches hold) and the hub operations it stands for -- creating a
-//! watcher from a create request, canceling one, progress requests and the periodic progress
+//! watcher from a [`WatchSpec`], canceling one, progress requests and the periodic progress
 //! notification, and closing the stream when the handle is dropped.
 //!
 //! A create's reply (`created`, or the refusal: duplicate id, empty range) is queued under
@@ -13,14 +13,13 @@ use std::sync::Arc;
 use super::interval::{IdMap, KeySpan};
 use super::outgoing::{Control, Outgoing, ERR_DUPLICATE_ID, ERR_EMPTY_RANGE, INVALID_WATCH_ID};
 use super::queue::StreamQueue;
+use super::spec::WatchSpec;
 use super::state::{
     cancel_compacted, check_progress, is_synced, remove_watcher, update_slow_gauge, Place,
     StreamEntry, Watcher,
 };
 use super::WatchHub;
 use crate::metrics::METRICS;
-use crate::proto::etcdserverpb::watch_create_request::FilterType;
-use crate::proto::etcdserverpb::WatchCreateRequest;
 
 /// Identifies one stream in the hub.
 pub type StreamId = u64;
@@ -53,7 +52,7 @@ impl WatchHub {
         }
     }
 
-    fn create(&self, sid: StreamId, req: &WatchCreateRequest) {
+    fn create(&self, sid: StreamId, spec: &WatchSpec) {
         let mut st = self.state.lock();
         let head = self.ring.lock().head;
         let st = &mut *st;
@@ -70,21 +69,21 @@ impl WatchHub {
                 ..Control::default()
             }))
         };
-        let Some(span) = KeySpan::from_request(&req.key, &req.range_end) else {
+        let Some(span) = KeySpan::from_request(&spec.key, &spec.range_end) else {
             refuse(stream, ERR_EMPTY_RANGE);
             return;
         };
-        let watch_id = if req.watch_id == 0 {
+        let watch_id = if spec.watch_id == 0 {
             while stream.ids.contains_key(&stream.next_watch_id) {
                 stream.next_watch_id += 1;
             }
             stream.next_watch_id += 1;
             stream.next_watch_id - 1
-        } else if stream.ids.contains_key(&req.watch_id) {
+        } else if stream.ids.contains_key(&spec.watch_id) {
             refuse(stream, ERR_DUPLICATE_ID);
             return;
         } else {
-            req.watch_id
+            spec.watch_id
         };
         let id = st.next_watcher;
         st.next_watcher += 1;
@@ -95,7 +94,7 @@ impl WatchHub {
             created: true,
             ..Control::default()
         }));
-        let start = req.start_revision;
+        let start = spec.start_revision;
         let (next_rev, place) = if start <= 0 {
             (head + 1, Place::Synced)
         } else if start > st.dispatched {
@@ -109,11 +108,11 @@ impl WatchHub {
             span,
             next_rev,
             start_rev: start.max(0),
-            no_put: req.filters.contains(&(FilterType::Noput as i32)),
-            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
-            prev_kv: req.prev_kv,
-            fragment: req.fragment,
-            progress_notify: req.progress_notify,
+            no_put: spec.no_put,
+            no_delete: spec.no_delete,
+            prev_kv: spec.prev_kv,
+            fragment: spec.fragment,
+            progress_notify: spec.progress_notify,
             sent_since_tick: false,
             where_: place,
         };
@@ -215,10 +214,10 @@ pub struct WatchStreamHandle {
 }
 
 impl WatchStreamHandle {
-    /// Creates a watcher from a (validated) create request; its `created` reply (or the
-    /// refusal: duplicate id, empty range) is queued before any of its events.
-    pub fn create(&self, req: &WatchCreateRequest) {
-        self.hub.create(self.id, req);
+    /// Creates a watcher from a (validated: start revision not negative) spec; its `created`
+    /// reply (or the refusal: duplicate id, empty range) is queued before any of its events.
+    pub fn create(&self, spec: &WatchSpec) {
+        self.hub.create(self.id, spec);
     }
 
     /// Cancels the watcher `watch_id`; queues the `canceled` reply. Returns false (and queues
