@@ -19,9 +19,10 @@ use super::leader_monitor::{requires_leader, LeaderMonitor};
 use super::watch_wire::{fragments, EventsResponse, WireResponse, WireStream};
 use crate::config::Config;
 use crate::error::EtcdError;
-use crate::mvcc::watch::{Control, Outgoing, WatchStreamHandle, INVALID_WATCH_ID};
+use crate::mvcc::watch::{Control, Outgoing, WatchSpec, WatchStreamHandle, INVALID_WATCH_ID};
+use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
-use crate::proto::etcdserverpb::{WatchRequest, WatchResponse};
+use crate::proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::EtcdServer;
 
 /// etcd refuses progress intervals below this and uses it instead.
@@ -171,13 +172,29 @@ fn handle_request(handle: &WatchStreamHandle, req: WatchRequest) {
                 });
                 return;
             }
-            handle.create(&c);
+            handle.create(&watch_spec(c));
         }
         Some(RequestUnion::CancelRequest(c)) => {
             handle.cancel(c.watch_id);
         }
         Some(RequestUnion::ProgressRequest(_)) => handle.request_progress(),
         None => tracing::debug!("empty watch request ignored"),
+    }
+}
+
+/// The hub's form of a create request (the caller refused a negative start revision).
+/// Unknown filter values are ignored, as etcd does.
+fn watch_spec(c: WatchCreateRequest) -> WatchSpec {
+    WatchSpec {
+        no_put: c.filters.contains(&(FilterType::Noput as i32)),
+        no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+        key: c.key,
+        range_end: c.range_end,
+        start_revision: c.start_revision,
+        watch_id: c.watch_id,
+        prev_kv: c.prev_kv,
+        progress_notify: c.progress_notify,
+        fragment: c.fragment,
     }
 }
 
@@ -297,5 +314,47 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_spec_keeps_every_field_and_maps_filters() {
+        let spec = watch_spec(WatchCreateRequest {
+            key: b"a".to_vec(),
+            range_end: b"b".to_vec(),
+            start_revision: 7,
+            progress_notify: true,
+            filters: vec![FilterType::Nodelete as i32],
+            prev_kv: true,
+            watch_id: 3,
+            fragment: true,
+        });
+        assert_eq!(
+            spec,
+            WatchSpec {
+                key: b"a".to_vec(),
+                range_end: b"b".to_vec(),
+                start_revision: 7,
+                watch_id: 3,
+                prev_kv: true,
+                no_put: false,
+                no_delete: true,
+                progress_notify: true,
+                fragment: true,
+            }
+        );
+        let both = watch_spec(WatchCreateRequest {
+            filters: vec![FilterType::Noput as i32, FilterType::Nodelete as i32],
+            ..WatchCreateRequest::default()
+        });
+        assert!(both.no_put && both.no_delete);
+        assert_eq!(
+            watch_spec(WatchCreateRequest::default()),
+            WatchSpec::default()
+        );
     }
 }

@@ -4,8 +4,7 @@
 
 use super::EtcdServer;
 use crate::error::EtcdError;
-use crate::mvcc::watch::{Outgoing, WatchStreamHandle};
-use crate::proto::etcdserverpb::WatchCreateRequest;
+use crate::mvcc::watch::{Outgoing, WatchSpec, WatchStreamHandle};
 use crate::proto::mvccpb;
 
 /// The events of one revision range for one of a [`KeyWatch`]'s ranges.
@@ -32,7 +31,7 @@ impl EtcdServer {
     pub fn watch_ranges(&self, ranges: &[(Vec<u8>, Vec<u8>)], start_revision: i64) -> KeyWatch {
         let handle = self.watch_hub().open_stream();
         for (i, (key, range_end)) in ranges.iter().enumerate() {
-            handle.create(&WatchCreateRequest {
+            handle.create(&WatchSpec {
                 key: key.clone(),
                 range_end: range_end.clone(),
                 start_revision,

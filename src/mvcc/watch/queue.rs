@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::Notify;
 
-use super::hub::Outgoing;
+use super::outgoing::Outgoing;
 use crate::metrics::METRICS;
 
 /// Wakes a hub thread that sleeps on a condition variable (the syncer waits for queue room).

@@ -9,8 +9,6 @@ use parking_lot::RwLock;
 use super::*;
 use crate::backend::{Backend, BackendOptions};
 use crate::mvcc::Store;
-use crate::proto::etcdserverpb::watch_create_request::FilterType;
-use crate::proto::etcdserverpb::WatchCreateRequest;
 use crate::proto::mvccpb;
 
 const PUT: i32 = mvccpb::event::EventType::Put as i32;
@@ -93,12 +91,12 @@ impl Harness {
     }
 }
 
-fn create(key: &str, end: &str, start: i64) -> WatchCreateRequest {
-    WatchCreateRequest {
+fn create(key: &str, end: &str, start: i64) -> WatchSpec {
+    WatchSpec {
         key: key.as_bytes().to_vec(),
         range_end: end.as_bytes().to_vec(),
         start_revision: start,
-        ..WatchCreateRequest::default()
+        ..WatchSpec::default()
     }
 }
 
@@ -198,11 +196,11 @@ fn created_first_with_ids_from_zero_and_etcd_refusals() {
     let s = h.hub.open_stream();
     s.create(&create("a", "", 0));
     s.create(&create("b", "", 0));
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         watch_id: 7,
         ..create("c", "", 0)
     });
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         watch_id: 7,
         ..create("d", "", 0)
     });
@@ -232,7 +230,7 @@ fn created_first_with_ids_from_zero_and_etcd_refusals() {
     assert_eq!(*ctl[5], created(2));
     assert_eq!(h.hub.counts(), (4, 4, 0, 1));
     // auto ids skip an id the client took
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         watch_id: 3,
         ..create("f", "", 0)
     });
@@ -252,16 +250,16 @@ fn live_puts_deletes_txns_filters_and_prev_kv() {
     let s = h.hub.open_stream();
     s.create(&create("foo", "", 0)); // 0: one key
     s.create(&create("f", "g", 0)); // 1: prefix f
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         prev_kv: true,
         ..create("\0", "\0", 0) // 2: everything, with prev_kv
     });
-    s.create(&WatchCreateRequest {
-        filters: vec![FilterType::Noput as i32],
+    s.create(&WatchSpec {
+        no_put: true,
         ..create("f", "g", 0) // 3: deletes only
     });
-    s.create(&WatchCreateRequest {
-        filters: vec![FilterType::Nodelete as i32],
+    s.create(&WatchSpec {
+        no_delete: true,
         ..create("fz", "\0", 0) // 4: from fz on, puts only
     });
     assert!(take(&s, 5).iter().all(|m| control(m).created));
@@ -338,7 +336,7 @@ fn past_start_replays_from_backend_then_goes_live() {
     h.end_group(); // revs 2..=41 in the backend; the ring keeps only the newest few
     wait_for(|| h.hub.ring_usage().0 <= 4);
     let s = h.hub.open_stream();
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         prev_kv: true,
         ..create("k1", "", 5)
     });
@@ -444,7 +442,7 @@ fn slow_stream_is_bounded_and_loses_nothing() {
     });
     let s = h.hub.open_stream();
     for i in 0..5 {
-        s.create(&WatchCreateRequest {
+        s.create(&WatchSpec {
             prev_kv: i % 2 == 0,
             ..create("p/", "p0", 0)
         });
@@ -546,14 +544,14 @@ fn compaction_cancels_watchers_behind_it() {
     }
     assert_eq!(revs, (6..=11).collect::<Vec<_>>());
     // a compacted watcher keeps its id until canceled, as in etcd
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         watch_id: 9,
         ..create("k", "", 2)
     });
     let got = take(&s, 2);
     assert!(control(&got[0]).created);
     assert_eq!(control(&got[1]).compact_revision, 6);
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         watch_id: 9,
         ..create("k", "", 0)
     });
@@ -622,7 +620,7 @@ fn progress_requests_and_notifications() {
         }
     );
     h.put("a", "1");
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         progress_notify: true,
         ..create("a", "", 0)
     });
@@ -828,7 +826,7 @@ fn dispatcher_overload_hands_watchers_to_the_syncer() {
     });
     let s = h.hub.open_stream();
     s.create(&create("k", "", 0));
-    s.create(&WatchCreateRequest {
+    s.create(&WatchSpec {
         prev_kv: true,
         ..create("a", "\0", 0)
     });
